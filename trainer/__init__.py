@@ -1,0 +1,1 @@
+"""tf.data trainer for the three VGG16 transfer-learning models of RVL-CDIP."""
