@@ -3,3 +3,16 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory):
+    """A small generated RVL-CDIP-like sample (16 classes x 6 pages, longest side 400 px),
+    made once per test session: images/<class>/<class>_<i>.tif, labels.txt, labels.csv."""
+    from tfrecords_tool import sample
+
+    out = tmp_path_factory.mktemp("sample")
+    sample.generate(out, pages_per_class=6, seed=0, max_side=400)
+    return out

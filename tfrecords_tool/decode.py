@@ -1,0 +1,63 @@
+"""Stage 3: one scanned page -> uint8 [S, S] grayscale pixels (the converter's and predict's decoder).
+
+Pillow, not tensorflow-io's `decode_tiff`: both decode every TIFF variant in SPEC.md (LZW,
+PackBits, JPEG, raw, Group 4, multi-page, RGB, 16-bit, tiled, big-endian), but Pillow is 1.5-5x
+faster on a 1000 px page (LZW 0.45 ms vs 2.5 ms) and raises on a truncated file, where
+`decode_tiff` silently returns a partly blank page.
+
+Resizing squashes the page to S x S (aspect not kept, like the reference's `target_size`) with
+Pillow's BILINEAR filter, whose support widens with the reduction factor: every source pixel
+contributes (antialiased, as `tf.image.resize(..., antialias=True)`), so thin strokes of text
+turn gray instead of vanishing as with the reference's nearest-neighbour resize; ~1 ms per page.
+"""
+import io
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_TIFF_SIGNATURES = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF
+
+
+class PageError(Exception):
+    """A page that cannot be read; the message is the short reason."""
+
+
+def _read(path):
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    except tf.errors.NotFoundError:
+        raise PageError("file not found") from None
+    except tf.errors.OpError as e:
+        raise PageError(f"cannot read file: {e.message}") from None
+
+
+def _to_gray8(image):
+    """Any Pillow mode -> mode L; 16-bit samples are scaled (65535 -> 255), not clipped."""
+    if image.mode in _16_BIT_MODES:
+        samples = np.clip(np.asarray(image, dtype=np.uint32), 0, 65535)
+        return Image.fromarray(((samples * 255 + 32767) // 65535).astype(np.uint8))
+    return image.convert("L")
+
+
+def load_page(path_or_bytes, image_size):
+    """First page of a TIFF file (path, local or gs://, or its bytes) as uint8 [S, S]."""
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(path_or_bytes)
+    if not data:
+        raise PageError("empty file")
+    # Pillow raises a zoo of exception types on malformed files (OSError, SyntaxError,
+    # ValueError, struct.error, DecompressionBombError, ...): any of them means a damaged page.
+    try:
+        image = Image.open(io.BytesIO(data), formats=["TIFF"])
+    except Exception:  # pylint: disable=broad-except
+        raise PageError("damaged TIFF header or directory" if data[:4] in _TIFF_SIGNATURES
+                        else "not a TIFF file") from None
+    try:
+        image.load()
+        gray = _to_gray8(image)
+        resized = gray.resize((image_size, image_size), Image.BILINEAR)
+    except Exception as e:  # pylint: disable=broad-except
+        raise PageError(f"damaged image data ({type(e).__name__}: {e})") from None
+    return np.asarray(resized)

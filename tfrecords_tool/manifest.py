@@ -1,0 +1,90 @@
+"""Stage 5: what a converted split holds, in `{split}-manifest.json`, written last.
+
+Each shard's result is kept beside it in `{shard}.json` (a per-shard partial manifest, written
+after the shard's rename): it carries a fingerprint of the shard's pages and settings and the
+shard's byte size, so a rerun keeps only shards that are complete and current. The manifest is
+merged from the parts of all shards, whether one task or many wrote them, and holds no timing
+fields: every way of producing a split gives the same manifest bytes.
+"""
+import hashlib
+import json
+import posixpath
+
+import tensorflow as tf
+
+import tfrecords_tool
+
+
+def register_filesystems(*paths):
+    """gs:// is built into tf.io.gfile; s3:// comes from tensorflow-io's file system plugins."""
+    if any(path and path.startswith("s3://") for path in paths):
+        import tensorflow_io  # pylint: disable=g-import-not-at-top,unused-import
+
+
+def write_json(path, value, writer=""):
+    """Writes `value` to `path` through a temporary file, so readers never see half of it.
+
+    Writers that may race for the same `path` pass distinct `writer` ids.
+    """
+    temporary = f"{path}.incomplete{writer}"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(json.dumps(value, indent=1) + "\n")
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def read_json(path):
+    """The JSON value in `path`, or None when there is no such (complete) file."""
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.load(f)
+    except (tf.errors.NotFoundError, json.JSONDecodeError):
+        return None
+
+
+def manifest_path(output_dir, split):
+    return posixpath.join(output_dir, f"{split}-manifest.json")
+
+
+def fingerprint(pages, image_size, image_format):
+    """Identifies what a shard's bytes depend on: its pages, in order, and the encoding."""
+    content = [tfrecords_tool.__version__, image_size, image_format, [list(page) for page in pages]]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def save_part(output_dir, name, result, shard_fingerprint):
+    """Records the result of the shard `name` (already in place) in `{name}.json`."""
+    file = name + ".tfrecord"
+    num_bytes = tf.io.gfile.stat(posixpath.join(output_dir, file)).length
+    write_json(posixpath.join(output_dir, name + ".json"),
+               {"file": file, "num_bytes": num_bytes, "fingerprint": shard_fingerprint, **result})
+
+
+def load_part(output_dir, name, shard_fingerprint):
+    """The stored result of shard `name` if its file is complete and current, else None."""
+    part = read_json(posixpath.join(output_dir, name + ".json"))
+    if part is None or part["fingerprint"] != shard_fingerprint:
+        return None
+    try:
+        num_bytes = tf.io.gfile.stat(posixpath.join(output_dir, part["file"])).length
+    except tf.errors.NotFoundError:
+        return None
+    return part if num_bytes == part["num_bytes"] else None
+
+
+def merge(parts, settings):
+    """The manifest of a split from the parts of all its shards, in shard order."""
+    class_counts = [sum(counts) for counts in zip(*(part["class_counts"] for part in parts))]
+    return {
+        "split": settings["split"],
+        "num_records": sum(class_counts),
+        "class_counts": class_counts,
+        "class_names": settings["class_names"],
+        "image_size": settings["image_size"],
+        "image_format": settings["image_format"],
+        "shards": [{"file": part["file"], "num_records": part["num_records"]} for part in parts],
+        "skipped": [skip for part in parts for skip in part["skipped"]],
+        "labels": settings["labels"],
+        "seed": settings["seed"],
+        "val_fraction": settings["val_fraction"],
+        "converter_version": tfrecords_tool.__version__,
+    }

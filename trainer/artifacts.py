@@ -1,0 +1,53 @@
+"""Reads back what a training run leaves in its model dir (for evaluate, predict and export).
+
+    {model_dir}/final.keras        the model at the end of training
+    {model_dir}/best.keras         the model of the epoch with the best val_accuracy
+    {model_dir}/class_names.json   JSON list of the class names, in class-id order
+"""
+import json
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from tfrecords_tool.classes import RVL_CDIP_CLASSES
+from trainer import models  # noqa: F401  (registers the custom layers for load_model)
+from trainer.data import register_filesystems
+
+CHECKPOINTS = ("final", "best")
+
+
+class ArtifactError(Exception):
+    """The model dir does not hold what was asked for."""
+
+
+def load_model(model_dir, checkpoint="final"):
+    """`{model_dir}/{checkpoint}.keras`, loaded in safe mode without its optimizer."""
+    register_filesystems(model_dir)
+    if not tf.io.gfile.isdir(model_dir):
+        raise ArtifactError(f"model dir {model_dir} does not exist")
+    path = f"{model_dir}/{checkpoint}.keras"
+    if not tf.io.gfile.exists(path):
+        others = [c for c in CHECKPOINTS if c != checkpoint
+                  and tf.io.gfile.exists(f"{model_dir}/{c}.keras")]
+        hint = (f"; use --checkpoint={others[0]}" if others
+                else ": train a model there with `python -m trainer.main` first")
+        raise ArtifactError(f"no model {path}{hint}")
+    return keras.models.load_model(path, compile=False)
+
+
+def class_names(model_dir, num_classes):
+    """The run's class names; the RVL-CDIP names for older runs without class_names.json."""
+    path = f"{model_dir}/class_names.json"
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            names = json.load(f)
+    elif num_classes == len(RVL_CDIP_CLASSES):
+        logging.warning("no %s: assuming the RVL-CDIP class names", path)
+        names = list(RVL_CDIP_CLASSES)
+    else:
+        raise ArtifactError(f"no {path}, and the model has {num_classes} classes, not RVL-CDIP's "
+                            f"{len(RVL_CDIP_CLASSES)}: write the class names there as a JSON list")
+    if len(names) != num_classes:
+        raise ArtifactError(f"{path} names {len(names)} classes but the model has {num_classes}")
+    return names

@@ -1,0 +1,126 @@
+"""Everything that makes training survive a killed or preempted VM.
+
+- `BackupAndRestore` (Keras) keeps the full training state (weights, both optimizers, epoch and
+  step) in `{model_dir}/backup`, every `--backup_every_steps` steps and at each epoch end; the same
+  command run again resumes from it, mid-epoch included.
+- SIGTERM (what cloud VMs send before preemption) sets a flag; at the end of the running step the
+  state is backed up and training stops with `Preempted`.
+- A non-finite loss stops training at once with `NonFiniteLoss`, before any epoch-end callback
+  could save the broken weights, so the last checkpoints stay good.
+"""
+import json
+import os
+import signal
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+
+class Preempted(Exception):
+    """SIGTERM arrived; the training state has been backed up."""
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
+
+
+class StateBackup(keras.callbacks.Callback):
+    """Completes `BackupAndRestore(save_freq=N steps)`: also backs up at each epoch end (after the
+    other epoch-end callbacks, so put it last) and when SIGTERM arrives, then stops."""
+
+    def __init__(self, backup):
+        super().__init__()
+        self._backup = backup
+        self._signalled = False
+        self._epoch = 0
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame):
+        logging.warning("SIGTERM received: backing up the training state after this step")
+        self._signalled = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._signalled:
+            self._backup._backup(epoch=self._epoch, batch=batch)
+            raise Preempted(f"preempted at epoch {self._epoch + 1}, step {batch + 1}: state saved; "
+                            "run the same command again to resume")
+
+    def on_epoch_end(self, epoch, logs=None):
+        # Saved as "last step of `epoch`", which BackupAndRestore resumes as the next epoch's start.
+        self._backup._backup(epoch=epoch, batch=self.params["steps"] - 1)
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise NonFiniteLoss(f"loss became {float(loss)} at step {batch + 1}; stopped, the last "
+                                "checkpoints are from before it (lower the learning rate?)")
+
+
+def check_writable(model_dir):
+    """Fails early, before any training, on a model dir we cannot write to."""
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        probe = f"{model_dir}/.write-probe-{os.getpid()}"
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("x" * 4096)
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        raise OSError(f"cannot write to --model_dir={model_dir}: {e}") from e
+
+
+class SaveCheckpoints(keras.callbacks.Callback):
+    """Each epoch: `checkpoints/epoch-NNN.weights.h5`, and `best.keras` when val_accuracy improved.
+
+    Saves `full_model`, which is not the fitted model when only the head trains on cached
+    features. The best score lives in `best.json` so that a resumed run keeps comparing with it.
+    """
+
+    def __init__(self, model_dir, full_model, chief):
+        super().__init__()
+        self._dir, self._full_model, self._chief = model_dir, full_model, chief
+        self._best_json = f"{model_dir}/best.json"
+        self._best = -1.0
+        if tf.io.gfile.exists(self._best_json):
+            with tf.io.gfile.GFile(self._best_json) as f:
+                self._best = json.load(f)["val_accuracy"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self._chief:
+            return
+        self._full_model.save_weights(f"{self._dir}/checkpoints/epoch-{epoch + 1:03d}.weights.h5")
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is not None and accuracy > self._best:
+            self._best = float(accuracy)
+            self._full_model.save(f"{self._dir}/best.keras")
+            with tf.io.gfile.GFile(self._best_json, "w") as f:
+                json.dump({"val_accuracy": self._best, "epoch": epoch + 1}, f)
+
+
+def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief):
+    """(first, last): callbacks to run before all others and after all others.
+
+    First: stop on a non-finite loss; restore the backup, and back up every N steps.
+    Last: per-epoch and best checkpoints, then the epoch-end/SIGTERM backup.
+    """
+    tf.io.gfile.makedirs(f"{model_dir}/checkpoints")
+    backup = keras.callbacks.BackupAndRestore(f"{model_dir}/backup", save_freq=backup_every_steps)
+    return ([StopOnNonFiniteLoss(), backup],
+            [SaveCheckpoints(model_dir, full_model, chief), StateBackup(backup)])
+
+
+def save_final_model(model, path, chief):
+    """All workers save (collectives may run); only the chief's copy is kept."""
+    if chief:
+        model.save(path)
+        return
+    tmp = tempfile.mkdtemp()
+    model.save(os.path.join(tmp, os.path.basename(path)))
+    tf.io.gfile.rmtree(tmp)

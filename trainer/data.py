@@ -1,0 +1,80 @@
+"""Input pipeline: TFRecord shards -> batches of (uint8 images [B,S,S,1], int32 labels).
+
+The host only reads and parses: shuffled file list -> parallel interleave of TFRecord readers ->
+shuffle buffer -> batch -> vectorised parse -> prefetch. Casting, channel tiling and VGG16
+preprocessing happen inside the model, on the accelerator.
+"""
+import json
+
+import tensorflow as tf
+
+from tfrecords_tool.classes import RVL_CDIP_CLASSES
+from tfrecords_tool.records import parse_batch
+
+
+class DataError(ValueError):
+    """The data directory does not hold what the trainer needs."""
+
+
+def register_filesystems(path):
+    """tf.io.gfile knows gs:// natively; s3:// comes from tensorflow-io's filesystem plugins."""
+    if str(path).startswith("s3://"):
+        import tensorflow_io  # noqa: F401  (registers the s3 filesystem)
+
+
+def read_manifest(data_dir, split):
+    """The converter's `{split}-manifest.json`, with `class_names` filled in for older manifests."""
+    register_filesystems(data_dir)
+    path = f"{data_dir}/{split}-manifest.json"
+    if not tf.io.gfile.exists(path):
+        raise DataError(f"no manifest {path}: convert the '{split}' split with tfrecords_tool.convert first")
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    manifest.setdefault("class_names", list(RVL_CDIP_CLASSES))
+    manifest.setdefault("image_format", "raw")
+    return manifest
+
+
+def shard_files(data_dir, split):
+    files = sorted(tf.io.gfile.glob(f"{data_dir}/{split}-?????-of-?????.tfrecord"))
+    if not files:
+        raise DataError(f"no shards match {data_dir}/{split}-*-of-*.tfrecord")
+    return files
+
+
+def make_dataset(files, parse_fn, batch_size, training, seed=None, deterministic=False,
+                 shuffle_buffer=4096, num_workers=1):
+    """A batched dataset over the TFRecord `files`; `parse_fn` maps a batch of serialized records.
+
+    Training: infinite, shuffled (files and records), batches of exactly `batch_size`.
+    Evaluation: one pass in file order, last batch may be smaller.
+    `num_workers` chooses tf.data's auto-shard policy: FILE when every worker gets at least one
+    file, DATA otherwise.
+    """
+    filenames = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        filenames = filenames.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+    records = filenames.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
+        cycle_length=min(len(files), 16), block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
+    if training and shuffle_buffer > 1:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = records.batch(batch_size, drop_remainder=training)
+    dataset = dataset.map(parse_fn,
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+
+    options = tf.data.Options()
+    options.deterministic = deterministic or not training
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if len(files) >= num_workers
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
+
+
+
+def image_dataset(files, image_size, image_format, batch_size, training, **kwargs):
+    """Batches of (uint8 images [B,S,S,1], int32 labels) from the converter's shards."""
+    return make_dataset(files, lambda s: parse_batch(s, image_format, image_size), batch_size,
+                        training, **kwargs)

@@ -1,0 +1,211 @@
+"""Trains one of the three VGG16 transfer-learning models on converted TFRecords.
+
+    python -m trainer.main --model=model1 --data_dir=DATA --model_dir=RUN [--flagfile=configs/model1.cfg]
+
+Run the same command again after a kill or preemption and it resumes where it stopped.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tf_keras as keras  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from trainer import callbacks, checkpointing, data, distribute, feature_cache, models  # noqa: E402
+
+flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
+flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
+flags.DEFINE_string("model_dir", None, "Where checkpoints, the backup and the final model go.")
+flags.DEFINE_string("log_dir", None, "TensorBoard log dir; default {model_dir}/logs.")
+flags.DEFINE_string("train_split", "train", "Split to train on.")
+flags.DEFINE_string("val_split", "val", "Split to validate on every epoch ('' for none).")
+flags.DEFINE_integer("image_size", None, "Input size; default (and must equal) the records' size.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size, divided over all replicas.")
+flags.DEFINE_integer("epochs", 5, "Number of epochs.")
+flags.DEFINE_integer("steps_per_epoch", None, "Default: one pass over the training split.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer for head and fine-tuned layers.")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of the new head layers.")
+flags.DEFINE_float("backbone_learning_rate", 1e-5, "Learning rate of fine-tuned VGG16 layers (model3).")
+flags.DEFINE_string("weights", "imagenet",
+                    "VGG16 weights: 'imagenet' (downloaded by Keras), 'none', or a local weights file "
+                    "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5) for offline clusters.")
+flags.DEFINE_integer("seed", 0, "Seed for weights init, shuffling and augmentation.")
+flags.DEFINE_bool("deterministic", False, "Deterministic input order and ops (slower).")
+flags.DEFINE_integer("shuffle_buffer", 4096, "Records in the shuffle buffer.")
+flags.DEFINE_integer("histogram_freq", 1, "Log gradient/weight histograms every N epochs (0: never).")
+flags.DEFINE_integer("log_every_steps", 50, "Write step-level scalars every N steps.")
+flags.DEFINE_integer("backup_every_steps", 200, "Back up the training state every N steps.")
+flags.DEFINE_enum("early_stopping", "none", ["none", "val_loss", "reference"],
+                  "val_loss: Keras EarlyStopping on val_loss with --patience; reference: the "
+                  "reference notebook's rule (SPEC.md).")
+flags.DEFINE_integer("patience", 3, "Epochs without val_loss improvement before val_loss stopping.")
+flags.DEFINE_bool("summary_only", False, "Print the model summary and parameter counts, then exit.")
+flags.DEFINE_bool("feature_cache", True,
+                  "Models 1/2 without augmentation: compute the frozen VGG16 features once and train "
+                  "the head on them (exact, and much faster after the first pass).")
+flags.DEFINE_bool("overwrite", False, "Train again even if {model_dir}/final.keras exists.")
+
+FLAGS = flags.FLAGS
+
+
+class UsageError(Exception):
+    """Wrong flags or data, found before training starts."""
+
+
+def build(strategy, image_size, num_classes):
+    with strategy.scope():
+        try:
+            model = models.build_model(FLAGS.model, image_size, num_classes, FLAGS.weights)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        compile_(model)
+    return model
+
+
+def compile_(model):
+    """Head at --learning_rate; model3's fine-tuned VGG16 layers at --backbone_learning_rate."""
+    backbone_optimizer = _optimizer(FLAGS.backbone_learning_rate) if FLAGS.model == "model3" else None
+    models.compile_model(model, _optimizer(FLAGS.learning_rate), backbone_optimizer)
+
+
+def _optimizer(learning_rate):
+    if FLAGS.optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def cached_training(strategy, model, manifest):
+    """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
+    backbone, head = models.split_backbone_head(model)
+    with strategy.scope():
+        compile_(head)
+
+    def cached(split, training):
+        split_manifest = data.read_manifest(FLAGS.data_dir, split)
+        cache_dir = (f"{FLAGS.model_dir}/feature_cache/"
+                     f"{split}-{feature_cache.cache_key(split_manifest, backbone)}")
+        files = feature_cache.build(backbone, data.shard_files(FLAGS.data_dir, split), cache_dir,
+                                    split_manifest["image_size"], split_manifest["image_format"],
+                                    FLAGS.batch_size)
+        return feature_cache.dataset(files, backbone, FLAGS.batch_size, training, seed=FLAGS.seed,
+                                     deterministic=FLAGS.deterministic,
+                                     shuffle_buffer=FLAGS.shuffle_buffer)
+
+    logging.info("feature cache on: %.1f MB of VGG16 features for '%s'",
+                 feature_cache.size_bytes(manifest["num_records"], backbone) / 1e6, FLAGS.train_split)
+    return head, cached(FLAGS.train_split, True), cached(FLAGS.val_split, False) if FLAGS.val_split else None
+
+
+def summary_only(strategy):
+    model = build(strategy, FLAGS.image_size or 224, 16)
+    model.summary(expand_nested=False, print_fn=print)
+    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+    frozen = sum(int(tf.size(w)) for w in model.non_trainable_weights)
+    print(f"{FLAGS.model}: total {trainable + frozen:,}; trainable {trainable:,}; "
+          f"non-trainable {frozen:,}")
+
+
+def train(strategy):
+    chief = distribute.is_chief(strategy)
+    final_path = f"{FLAGS.model_dir}/final.keras"
+    if tf.io.gfile.exists(final_path) and not FLAGS.overwrite:
+        print(f"{final_path} exists: training already finished (--overwrite to train again)")
+        return
+    checkpointing.check_writable(FLAGS.model_dir)
+
+    manifest = data.read_manifest(FLAGS.data_dir, FLAGS.train_split)
+    image_size = manifest["image_size"]
+    if FLAGS.image_size and FLAGS.image_size != image_size:
+        raise UsageError(f"--image_size={FLAGS.image_size} but the '{FLAGS.train_split}' records are "
+                         f"{image_size}x{image_size}: convert again or drop the flag")
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.batch_size % replicas:
+        raise UsageError(f"--batch_size={FLAGS.batch_size} is not divisible by the {replicas} replicas")
+    num_classes = len(manifest["class_names"])
+    num_workers = distribute.num_workers(strategy)
+
+    def dataset(split, training):
+        files = data.shard_files(FLAGS.data_dir, split)
+        return data.image_dataset(files, image_size, manifest["image_format"], FLAGS.batch_size,
+                                  training=training, seed=FLAGS.seed, deterministic=FLAGS.deterministic,
+                                  shuffle_buffer=FLAGS.shuffle_buffer, num_workers=num_workers)
+
+    if FLAGS.val_split:
+        val_manifest = data.read_manifest(FLAGS.data_dir, FLAGS.val_split)
+        if val_manifest["image_size"] != image_size:
+            raise UsageError(f"'{FLAGS.val_split}' records are {val_manifest['image_size']}px, "
+                             f"'{FLAGS.train_split}' records {image_size}px")
+    steps = FLAGS.steps_per_epoch or max(1, manifest["num_records"] // FLAGS.batch_size)
+
+    model = build(strategy, image_size, num_classes)
+    off_reason = feature_cache.why_not(FLAGS.model, "none", num_workers) if FLAGS.feature_cache \
+        else "--nofeature_cache"
+    if off_reason:
+        logging.info("feature cache off: %s", off_reason)
+        fitted, train_ds = model, dataset(FLAGS.train_split, True)
+        val_ds = dataset(FLAGS.val_split, False) if FLAGS.val_split else None
+    else:
+        fitted, train_ds, val_ds = cached_training(strategy, model, manifest)
+    if chief:
+        with tf.io.gfile.GFile(f"{FLAGS.model_dir}/class_names.json", "w") as f:
+            json.dump(manifest["class_names"], f)
+
+    log_dir = FLAGS.log_dir or f"{FLAGS.model_dir}/logs"
+    first, last = checkpointing.checkpoint_callbacks(FLAGS.model_dir, FLAGS.backup_every_steps,
+                                                     model, chief)
+    middle = [
+        callbacks.LearningRateLogger(),
+        keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps, write_graph=True),
+    ]
+    if FLAGS.histogram_freq:
+        images, labels = next(iter(train_ds))
+        middle.append(callbacks.GradientHistograms(log_dir, (images, labels), strategy,
+                                                   freq=FLAGS.histogram_freq, is_chief=chief))
+    if FLAGS.early_stopping == "val_loss":
+        middle.append(keras.callbacks.EarlyStopping("val_loss", patience=FLAGS.patience))
+    elif FLAGS.early_stopping == "reference":
+        middle.append(callbacks.ReferenceStopping())
+
+    logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
+                 "replicas, policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
+                 manifest["num_records"], steps, FLAGS.epochs, FLAGS.batch_size, replicas,
+                 keras.mixed_precision.global_policy().name, log_dir)
+    fitted.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=val_ds,
+               callbacks=first + middle + last, verbose=2)
+    checkpointing.save_final_model(model, final_path, chief)
+    if chief:
+        print(f"final model: {final_path}\nTensorBoard logs: {log_dir}\n"
+              f"  open them with: tensorboard --logdir {log_dir}")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = distribute.strategy_from_flags()
+    try:
+        if FLAGS.summary_only:
+            summary_only(strategy)
+            return
+        if not FLAGS.data_dir or not FLAGS.model_dir:
+            raise UsageError("--data_dir and --model_dir are required")
+        train(strategy)
+    except (UsageError, data.DataError, OSError) as e:
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except checkpointing.Preempted as e:
+        print(str(e), file=sys.stderr)
+        sys.exit(143)
+    except checkpointing.NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    app.run(main)
