@@ -104,6 +104,9 @@ def test_gradient_histograms_mirrored(tmp_path, policy):
     norms = events["gradients/global_norm"]
     assert sorted(norms) == [0, 1]
     assert all(math.isfinite(n) and n > 0 for n in norms.values())
+    # summed over the 2 replicas = gradient of the mean loss over the whole batch
+    rtol = 1e-4 if policy == "float32" else 5e-2
+    assert norms[1] == pytest.approx(info["reference_norm"], rel=rtol)
 
 
 def _train_with_histograms(policy, out_dir):
@@ -127,8 +130,14 @@ def _train_with_histograms(policy, out_dir):
     callback = GradientHistograms(os.path.join(out_dir, "logs"), (images[:8], labels[:8]),
                                   strategy, freq=1, is_chief=True)
     model.fit(images, labels, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+    # the same gradient without distribution (weights are those of the last on_epoch_end)
+    with tf.GradientTape() as tape:
+        loss = keras.losses.sparse_categorical_crossentropy(labels[:8], model(images[:8]))
+        loss = tf.reduce_mean(loss)
+    reference_norm = tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))
     with open(os.path.join(out_dir, "result.json"), "w") as f:
         json.dump({"replicas": strategy.num_replicas_in_sync,
+                   "reference_norm": float(reference_norm),
                    "variables": [v.name.split(":")[0] for v in model.trainable_variables]}, f)
 
 

@@ -31,31 +31,6 @@ from tfrecords_tool import split
 from tfrecords_tool import write
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 
-flags.DEFINE_string("labels", None, "Label file: official `path label` lines or CSV with a "
-                    "`path,label` header. Omitted: each subfolder of --images_dir is a class.")
-flags.DEFINE_string("images_dir", None, "Directory the label paths are relative to.")
-flags.DEFINE_string("output_dir", None, "Directory for shards and manifests (local, gs://, s3://).")
-flags.DEFINE_integer("num_shards", None, "Shards per split; default one per 2,000 pages.", lower_bound=1)
-flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.", lower_bound=1)
-flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
-flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes.", lower_bound=1)
-flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into `train` and "
-                   "`val` splits with this fraction in `val`.", lower_bound=0, upper_bound=1)
-flags.DEFINE_integer("seed", 0, "Seed of the train/val split and of the shuffle into shards.")
-flags.DEFINE_string("split", None, "Split name; default: the label file's name without extension "
-                    "(the images directory's name without --labels).")
-flags.DEFINE_integer("task_index", None, "This task's index (default: BATCH_TASK_INDEX, "
-                     "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX, else 0).", lower_bound=0)
-flags.DEFINE_integer("num_tasks", None, "Number of tasks (default: BATCH_TASK_COUNT or "
-                     "AWS_BATCH_JOB_ARRAY_SIZE, else 1).", lower_bound=1)
-flags.DEFINE_bool("merge_only", False, "Convert nothing; write the manifests from complete shards.")
-flags.DEFINE_float("max_bad_fraction", 0.1, "Stop when more than this fraction of the pages "
-                   "cannot be read.", lower_bound=0, upper_bound=1)
-flags.DEFINE_bool("allow_outside_paths", False, "Accept absolute label paths and paths with `..` "
-                  "that leave --images_dir.")
-flags.DEFINE_list("class_names", None, "Class names in id order, for data sets other than "
-                  "RVL-CDIP; without --labels, the class folder names.")
-
 FLAGS = flags.FLAGS
 
 # (index variable, count variable) of the batch systems whose array jobs run one task per index.
@@ -267,6 +242,35 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
     return written
 
 
+def define_flags():
+    """Defines the CLI's flags: only when run as a program, so importing defines none."""
+    flags.DEFINE_string("labels", None, "Label file: official `path label` lines or CSV with a "
+                        "`path,label` header. Omitted: each subfolder of --images_dir is a class.")
+    flags.DEFINE_string("images_dir", None, "Directory the label paths are relative to.")
+    flags.DEFINE_string("output_dir", None, "Directory for shards and manifests (local, gs://, s3://).")
+    flags.DEFINE_integer("num_shards", None, "Shards per split; default one per 2,000 pages.", lower_bound=1)
+    flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.", lower_bound=1)
+    flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
+    flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes.", lower_bound=1)
+    flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into `train` and "
+                       "`val` splits with this fraction in `val`.", lower_bound=0, upper_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seed of the train/val split and of the shuffle into shards.")
+    flags.DEFINE_string("split", None, "Split name; default: the label file's name without extension "
+                        "(the images directory's name without --labels).")
+    flags.DEFINE_integer("task_index", None, "This task's index (default: BATCH_TASK_INDEX, "
+                         "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX, else 0).", lower_bound=0)
+    flags.DEFINE_integer("num_tasks", None, "Number of tasks (default: BATCH_TASK_COUNT or "
+                         "AWS_BATCH_JOB_ARRAY_SIZE, else 1).", lower_bound=1)
+    flags.DEFINE_bool("merge_only", False, "Convert nothing; write the manifests from complete shards.")
+    flags.DEFINE_float("max_bad_fraction", 0.1, "Stop when more than this fraction of the pages "
+                       "cannot be read.", lower_bound=0, upper_bound=1)
+    flags.DEFINE_bool("allow_outside_paths", False, "Accept absolute label paths and paths with `..` "
+                      "that leave --images_dir.")
+    flags.DEFINE_list("class_names", None, "Class names in id order, for data sets other than "
+                      "RVL-CDIP; without --labels, the class folder names.")
+    flags.mark_flags_as_required(["images_dir", "output_dir"])
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -290,5 +294,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["images_dir", "output_dir"])
+    define_flags()
     app.run(main)

@@ -555,30 +555,36 @@ def _sci_publication(p):
     colw = (mr - ml - gutter) / 2
     lh = rng.uniform(10, 12.5)
     fig_col = int(rng.integers(0, 2))
-    fig_y = rng.uniform(y, p.H - 350)
     fig_h = rng.uniform(150, 260)
+    fig_y = rng.uniform(y, max(y, p.H - 60 - fig_h - 35))
     wide_fig = rng.random() < 0.3
+    if wide_fig:
+        fig_col = 0
+    bottom = p.H - 45
     for c in range(2):
         x0 = ml + c * (colw + gutter)
         x1 = x0 + colw
+        has_fig = c == fig_col or wide_fig
         yy = y
-        drew_fig = False
-        while yy < p.H - 45 - lh:
-            if not drew_fig and yy >= fig_y and (c == fig_col or wide_fig):
-                fx1 = mr if wide_fig else x1
-                if not wide_fig or c == 0:
-                    _plot(p, x0, yy, fx1, yy + fig_h)
-                    p.para(x0, fx1, yy + fig_h + 8, 2, 9, 4)
-                yy += fig_h + 35
-                drew_fig = True
+        while True:
+            stop = fig_y if has_fig else bottom
+            if has_fig and yy + lh > fig_y:  # figure (and caption) here, text continues below
+                if c == fig_col:
+                    fx1 = mr if wide_fig else x1
+                    _plot(p, x0, fig_y, fx1, fig_y + fig_h)
+                    p.para(x0, fx1, fig_y + fig_h + 8, 2, 9, 4)
+                yy = fig_y + fig_h + 35
+                has_fig = False
                 continue
-            if rng.random() < 0.08:
+            if yy + lh > stop:
+                break
+            if rng.random() < 0.08 and yy + 2.6 * lh < stop:
                 p.bar(x0, yy, rng.uniform(60, 150), lh * 0.6)
                 yy += lh * 1.6
-            n = int(min(rng.integers(5, 16), (p.H - 45 - yy) // lh))
-            if n < 1:
-                break
-            yy = p.para(x0, x1, yy, n, lh, lh * 0.48, indent=lh) + lh * 0.3
+            n = int(min(rng.integers(5, 16), (stop - yy) // lh))
+            if n >= 1:
+                yy = p.para(x0, x1, yy, n, lh, lh * 0.48, indent=lh)
+            yy += lh * 0.3
     p.bar((ml + mr) / 2 - 5, p.H - 28, 10, 5)
 
 
@@ -1230,7 +1236,10 @@ def generate(output_dir, pages_per_class, seed=0, max_side=1000, encodings=ENCOD
     Page i of class c is written to images/<folder>/<folder>_<i:04d>.tif with encoding
     encodings[(c * pages_per_class + i) % len(encodings)], except one page of the whole sample
     (chosen by the seed) which is written as a two-page "multipage" TIFF. Each page depends only
-    on (seed, c, i, max_side). Returns a dict of paths and counts.
+    on (seed, c, i, max_side). Existing files of the same names are overwritten, other files
+    are left alone. Returns a dict: output_dir, images_dir, labels_txt, labels_csv, num_pages,
+    num_classes, pages_per_class, encoding_counts, encodings ({relative path: encoding}) and
+    multipage (the relative path of the multi-page file).
     """
     pages_per_class = int(pages_per_class)
     if pages_per_class < 1:

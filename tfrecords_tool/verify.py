@@ -18,9 +18,6 @@ import tensorflow as tf
 from tfrecords_tool import manifest
 from tfrecords_tool import records
 
-flags.DEFINE_string("data_dir", None, "The converter's --output_dir.")
-flags.DEFINE_string("split", None, "Split to check; default: every split with a manifest.")
-
 FLAGS = flags.FLAGS
 
 _BATCH = 256
@@ -77,6 +74,13 @@ def verify_split(data_dir, split):
     return problems, split_manifest
 
 
+def define_flags():
+    """Defines the CLI's flags: only when run as a program, so importing defines none."""
+    flags.DEFINE_string("data_dir", None, "The converter's --output_dir.")
+    flags.DEFINE_string("split", None, "Split to check; default: every split with a manifest.")
+    flags.mark_flag_as_required("data_dir")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -103,5 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("data_dir")
+    define_flags()
     app.run(main)

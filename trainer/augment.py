@@ -120,13 +120,14 @@ class RandomScanQuality(keras.__internal__.layers.BaseRandomLayer):
 def augmentation(level, seed=None):
     """The `augmentation` layer for `level` ("none", "light" or "strong"; None for "none").
 
-    Input: float images with values 0..255 (white paper = 255), [B, H, W, C]; output: float32, same
+    Input: images with values 0..255 (white paper = 255), [B, H, W, C]; output: float32, same
     shape. Built fresh with the same `seed`, it draws the same augmentations.
     """
     if level == "none":
         return None
     if level not in LEVELS:
-        raise ValueError(f"unknown augmentation level {level!r}: expected one of {', '.join(CHOICES)}")
+        raise ValueError(f"unknown augmentation level {level!r}: "
+                         f"expected one of {', '.join(CHOICES)}")
     r = LEVELS[level]
     return keras.Sequential([
         RandomPageTransform(r["rotation"], r["translation"], r["zoom"], seed=seed,

@@ -138,3 +138,23 @@ class ReferenceStopping(keras.callbacks.Callback):
             self.stop_reason = reason
             logging.info("ReferenceStopping: stopping after epoch %d: %s", epoch + 1, reason)
             self.model.stop_training = True
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate(s) to the epoch logs, which the TensorBoard callback (placed after
+    this one) writes as `epoch_learning_rate` and `epoch_backbone_learning_rate`."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["learning_rate"] = _current_lr(self.model.optimizer)
+        backbone_optimizer = getattr(self.model, "backbone_optimizer", None)
+        if backbone_optimizer is not None:
+            logs["backbone_learning_rate"] = _current_lr(backbone_optimizer)
+
+
+def _current_lr(optimizer):
+    lr = optimizer.learning_rate
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        lr = lr(optimizer.iterations)
+    return float(keras.backend.get_value(lr))

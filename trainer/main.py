@@ -19,7 +19,6 @@ from trainer import callbacks, checkpointing, data, distribute, feature_cache, m
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
 flags.DEFINE_string("model_dir", None, "Where checkpoints, the backup and the final model go.")
-flags.DEFINE_string("log_dir", None, "TensorBoard log dir; default {model_dir}/logs.")
 flags.DEFINE_string("train_split", "train", "Split to train on.")
 flags.DEFINE_string("val_split", "val", "Split to validate on every epoch ('' for none).")
 flags.DEFINE_integer("image_size", None, "Input size; default (and must equal) the records' size.")
@@ -48,7 +47,7 @@ flags.DEFINE_bool("feature_cache", True,
                   "the head on them (exact, and much faster after the first pass).")
 flags.DEFINE_bool("overwrite", False, "Train again even if {model_dir}/final.keras exists.")
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FLAGS  # --log_dir (absl's own flag) is the TensorBoard dir; default {model_dir}/logs.
 
 
 class UsageError(Exception):

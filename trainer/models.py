@@ -179,8 +179,9 @@ def compile_model(model, head_optimizer, backbone_optimizer=None,
 
     Each optimizer must be its own instance (an optimizer is built for one set of variables).
     """
-    model.compile(optimizer=head_optimizer, backbone_optimizer=backbone_optimizer, loss=loss,
-                  metrics=list(metrics), **kwargs)
+    if backbone_optimizer is not None:
+        kwargs["backbone_optimizer"] = backbone_optimizer
+    model.compile(optimizer=head_optimizer, loss=loss, metrics=list(metrics), **kwargs)
     return model
 
 
@@ -208,4 +209,4 @@ def save_model(model, path):
     directory for other extensions.
     """
     plain = keras.Model(model.inputs, model.outputs, name=model.name)
-    plain.save(path, include_optimizer=False)
+    plain.save(path)  # not compiled: no optimizer state

@@ -1,0 +1,297 @@
+"""The converter: page decoding, bad pages, splits and shards, tasks, resumption and the CLI."""
+import collections
+import io
+import json
+import logging
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+import tensorflow as tf
+
+from tfrecords_tool import convert
+from tfrecords_tool import decode
+from tfrecords_tool import records
+from tfrecords_tool import sample
+from tfrecords_tool import split
+from tfrecords_tool.classes import NUM_CLASSES
+from tfrecords_tool.labels import Page
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 32
+# Largest pixel difference to the source page resized alike: JPEG is lossy and the RGB variant
+# has a tinted paper; everything else decodes exactly.
+TOLERANCE = {"jpeg": 4, "rgb": 5}
+
+
+@pytest.fixture(scope="module")
+def page():
+    return sample.render_page(4, np.random.default_rng(0), max_side=300)
+
+
+def _resized(pixels, size):
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("encoding", sample.ALL_ENCODINGS)
+def test_every_tiff_variant_decodes(tmp_path, page, encoding):
+    path = tmp_path / "page.tif"
+    sample.write_tiff(path, page, encoding)
+    source = np.where(page >= sample.GROUP4_THRESHOLD, 255, 0).astype(np.uint8) if encoding == "group4" else page
+    pixels = decode.load_page(str(path), 64)
+    assert pixels.dtype == np.uint8 and pixels.shape == (64, 64)
+    assert np.abs(pixels.astype(int) - _resized(source, 64)).max() <= TOLERANCE.get(encoding, 0)
+    np.testing.assert_array_equal(decode.load_page(path.read_bytes(), 64), pixels)
+
+
+def test_palette_and_full_range_16_bit(page):
+    palette = io.BytesIO()
+    Image.fromarray(page).convert("P").save(palette, "TIFF")
+    assert np.abs(decode.load_page(palette.getvalue(), 48).astype(int) - _resized(page, 48)).max() <= 1
+    ramp = io.BytesIO()
+    Image.fromarray(np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (8, 1))).save(ramp, "TIFF")
+    row = decode.load_page(ramp.getvalue(), 256)[0]
+    assert row[0] == 0 and row[-1] == 255 and np.all(np.diff(row.astype(int)) >= 0)
+
+
+def _lzw_directory_first(pixels):
+    """An LZW TIFF with its directory before the pixel data, as many scanners write them."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "TIFF", compression="tiff_lzw", strip_size=pixels.size)
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        start, length = image.tag_v2[273][0], image.tag_v2[279][0]
+    strip = buffer.getvalue()[start:start + length]
+    height, width = pixels.shape
+    tags = [(256, width), (257, height), (258, 8), (259, 5), (262, 1), (273, 8 + 2 + 9 * 12 + 4),
+            (277, 1), (278, height), (279, len(strip))]
+    directory = struct.pack("<H", len(tags)) + b"".join(
+        struct.pack("<HHII", tag, 4, 1, value) for tag, value in tags) + b"\0\0\0\0"
+    return b"II*\0" + struct.pack("<I", 8) + directory + strip
+
+
+def test_damaged_pages_raise(tmp_path, page):
+    whole = _lzw_directory_first(page)
+    np.testing.assert_array_equal(decode.load_page(whole, SIZE), _resized(page, SIZE))
+    sample.write_tiff(tmp_path / "lzw.tif", page, "lzw")
+    sample.write_tiff(tmp_path / "raw.tif", page, "raw")
+    png = io.BytesIO()
+    Image.fromarray(page).save(png, "PNG")
+    cases = {
+        "damaged image data": whole[:len(whole) * 6 // 10],
+        "damaged TIFF header or directory": (tmp_path / "lzw.tif").read_bytes()[:3000],
+        "image file is truncated": (tmp_path / "raw.tif").read_bytes()[:-100],
+        "empty file": b"",
+        "not a TIFF file": b"path label\n",
+    }
+    for reason, data in cases.items():
+        with pytest.raises(decode.PageError, match=reason):
+            decode.load_page(data, SIZE)
+    with pytest.raises(decode.PageError, match="not a TIFF file"):
+        decode.load_page(png.getvalue(), SIZE)
+    with pytest.raises(decode.PageError, match="file not found"):
+        decode.load_page(str(tmp_path / "missing.tif"), SIZE)
+
+
+def _pages(num_per_class, classes=NUM_CLASSES):
+    return [Page(f"{label}/{i}.tif", label) for label in range(classes) for i in range(num_per_class[label])]
+
+
+def test_stratified_split():
+    pages = _pages([3000] * NUM_CLASSES)  # the reference's 48,000-page subset
+    train, val = split.stratified_split(pages, 0.2, seed=0)
+    assert len(val) == 9600 and collections.Counter(p.label for p in val) == {c: 600 for c in range(NUM_CLASSES)}
+    assert sorted(train + val) == sorted(pages)
+    uneven = _pages([7, 13, 1, 0, 25, 3, 8, 11, 2, 9, 5, 30, 4, 6, 17, 10])
+    train, val = split.stratified_split(uneven, 0.3, seed=0)
+    per_class = collections.Counter(p.label for p in val)
+    for label, n in collections.Counter(p.label for p in uneven).items():
+        assert abs(per_class[label] - round(0.3 * n)) <= 1
+    assert len(val) == round(0.3 * len(uneven)) and not set(train) & set(val)
+    assert split.stratified_split(uneven, 0.3, seed=0) == (train, val)
+    assert split.stratified_split(uneven, 0.3, seed=1) != (train, val)
+
+
+def test_shards_balanced_and_mixed():
+    pages = _pages([60] * NUM_CLASSES)  # sorted by class: shuffling must mix them
+    shards = split.assign_shards(pages, 7, seed=0)
+    assert {len(s) for s in shards} <= {len(pages) // 7, len(pages) // 7 + 1}
+    assert sorted(p for s in shards for p in s) == sorted(pages)
+    assert all(len({p.label for p in s}) == NUM_CLASSES for s in shards)
+    assert split.assign_shards(pages, 7, seed=0) == shards != split.assign_shards(pages, 7, seed=1)
+    tasks = [split.for_task(list(range(10)), i, 3) for i in range(3)]
+    assert sorted(sum(tasks, [])) == list(range(10)) and tasks[2] == [2, 5, 8]
+    assert [split.default_num_shards(n) for n in (0, 2000, 2001, 40_000, 320_000)] == [1, 1, 2, 20, 160]
+
+
+@pytest.mark.parametrize("environ, flags, expected", [
+    ({}, (None, None), (0, 1)),
+    ({"BATCH_TASK_INDEX": "2", "BATCH_TASK_COUNT": "4"}, (None, None), (2, 4)),
+    ({"AWS_BATCH_JOB_ARRAY_INDEX": "1", "AWS_BATCH_JOB_ARRAY_SIZE": "3"}, (None, None), (1, 3)),
+    ({"AWS_BATCH_JOB_ARRAY_INDEX": "1"}, (None, 2), (1, 2)),
+    ({"JOB_COMPLETION_INDEX": "4"}, (None, 5), (4, 5)),
+    ({"BATCH_TASK_INDEX": "2", "BATCH_TASK_COUNT": "4"}, (0, 2), (0, 2)),
+])
+def test_resolve_task(environ, flags, expected):
+    assert convert.resolve_task(*flags, environ) == expected
+
+
+@pytest.mark.parametrize("environ, flags, message", [
+    ({"JOB_COMPLETION_INDEX": "1"}, (None, None), "JOB_COMPLETION_INDEX=1 .* pass --num_tasks"),
+    ({}, (None, 3), "needs --task_index"),
+    ({"BATCH_TASK_INDEX": "4", "BATCH_TASK_COUNT": "4"}, (None, None), "not below"),
+])
+def test_resolve_task_errors(environ, flags, message):
+    with pytest.raises(convert.ConvertError, match=message):
+        convert.resolve_task(*flags, environ)
+
+
+def _convert(sample_dir, output_dir, **kwargs):
+    kwargs.setdefault("labels_file", str(sample_dir / "labels.txt"))
+    return convert.convert(str(output_dir), str(sample_dir / "images"), image_size=SIZE, **kwargs)
+
+
+def _files(directory):
+    return {path.name: path.read_bytes() for path in sorted(Path(directory).iterdir())}
+
+
+def _records(path):
+    return [records.parse_one(r) for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+
+
+def test_convert_round_trip(sample_dir, tmp_path):
+    assert _convert(sample_dir, tmp_path, num_shards=4) == [str(tmp_path / "labels-manifest.json")]
+    result = json.loads((tmp_path / "labels-manifest.json").read_text())
+    assert result["num_records"] == 96 and result["class_counts"] == [6] * NUM_CLASSES
+    assert [s["num_records"] for s in result["shards"]] == [24] * 4 and result["skipped"] == []
+    assert (result["image_size"], result["image_format"], result["split"]) == (SIZE, "raw", "labels")
+    listed = dict(line.split(" ") for line in (sample_dir / "labels.txt").read_text().splitlines())
+    seen = []
+    for shard in result["shards"]:
+        shard_records = _records(tmp_path / shard["file"])
+        assert len({r["image/class/label"] for r in shard_records}) >= 8  # classes mixed
+        for r in shard_records:
+            filename = r["image/filename"].decode()
+            assert r["image/class/label"] == int(listed[filename])
+            pixels = np.frombuffer(r["image/encoded"], np.uint8).reshape(SIZE, SIZE)
+            np.testing.assert_array_equal(pixels, decode.load_page(str(sample_dir / "images" / filename), SIZE))
+            seen.append(filename)
+    assert sorted(seen) == sorted(listed)
+
+
+def test_bad_pages_are_skipped_and_listed(sample_dir, tmp_path, caplog):
+    images = tmp_path / "images"
+    for folder in ("letter", "memo"):
+        shutil.copytree(sample_dir / "images" / folder, images / folder)
+    good = sorted(str(p.relative_to(images)) for p in images.glob("*/*.tif"))
+    (images / "memo" / "truncated.tif").write_bytes((images / good[0]).read_bytes()[:2000])
+    (images / "memo" / "empty.tif").write_bytes(b"")
+    (images / "memo" / "text.tif").write_text("not an image\n")
+    bad = {"memo/truncated.tif": "damaged", "memo/empty.tif": "empty file",
+           "memo/text.tif": "not a TIFF file", "memo/missing.tif": "file not found"}
+    label_file = tmp_path / "pages.csv"
+    label_file.write_text("path,label\n" + "".join(f"{p},{0 if p.startswith('letter') else 15}\n"
+                                                   for p in good + list(bad)))
+    with caplog.at_level(logging.WARNING):
+        convert.convert(str(tmp_path / "out"), str(images), str(label_file), image_size=SIZE,
+                        max_bad_fraction=0.5)
+    result = json.loads((tmp_path / "out" / "pages-manifest.json").read_text())
+    assert result["num_records"] == 12 and result["class_counts"][0] == result["class_counts"][15] == 6
+    assert sorted(s["path"] for s in result["skipped"]) == sorted(bad)
+    for skipped in result["skipped"]:
+        assert bad[skipped["path"]] in skipped["reason"]
+        assert f"skipped {skipped['path']}: {skipped['reason']}" in caplog.text
+    with pytest.raises(convert.ConvertError, match="4 of 16 pages could not be read, more than --max_bad_fraction=0.1"):
+        convert.convert(str(tmp_path / "strict"), str(images), str(label_file), image_size=SIZE,
+                        split_name="strict")
+    assert not list((tmp_path / "strict").glob("*manifest*"))
+
+
+def test_val_fraction_and_folders(sample_dir, tmp_path):
+    _convert(sample_dir, tmp_path / "split", val_fraction=0.2, seed=1)
+    train = json.loads((tmp_path / "split" / "train-manifest.json").read_text())
+    val = json.loads((tmp_path / "split" / "val-manifest.json").read_text())
+    assert (train["num_records"], val["num_records"]) == (77, 19)
+    assert all(c in (1, 2) for c in val["class_counts"]) and train["val_fraction"] == val["val_fraction"] == 0.2
+    folders = [sample.class_folder(c) for c in range(NUM_CLASSES)][::-1]
+    _convert(sample_dir, tmp_path / "folders", labels_file=None, class_names=folders)
+    result = json.loads((tmp_path / "folders" / "images-manifest.json").read_text())
+    assert result["class_names"] == folders and result["num_records"] == 96
+    first = _records(tmp_path / "folders" / result["shards"][0]["file"])[0]
+    assert folders[first["image/class/label"]] == first["image/filename"].decode().split("/")[0]
+
+
+def test_user_errors(sample_dir, tmp_path):
+    with pytest.raises(convert.ConvertError, match="--split names the one split"):
+        _convert(sample_dir, tmp_path, val_fraction=0.2, split_name="x")
+    with pytest.raises(convert.ConvertError, match="leaves a split of 96 pages empty"):
+        _convert(sample_dir, tmp_path, val_fraction=0.001)
+    with pytest.raises(convert.ConvertError, match="none of 20 sampled pages exists .* is --images_dir="):
+        convert.convert(str(tmp_path), str(tmp_path / "nowhere"), str(sample_dir / "labels.txt"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_tasks_and_reruns_match_single_run(sample_dir, tmp_path):
+    _convert(sample_dir, tmp_path / "single", num_shards=5)
+    single = _files(tmp_path / "single")
+    for task in range(3):
+        written = _convert(sample_dir, tmp_path / "tasks", num_shards=5, task_index=task, num_tasks=3)
+        assert bool(written) == (task == 2)  # the task that completes the split writes its manifest
+    assert _files(tmp_path / "tasks") == single
+    assert _convert(sample_dir, tmp_path / "tasks", num_shards=5, merge_only=True)
+    assert _files(tmp_path / "tasks") == single
+    with pytest.raises(convert.ConvertError, match="5 of 5 shards are not complete"):
+        _convert(sample_dir, tmp_path / "none", num_shards=5, merge_only=True)
+
+    shards = sorted((tmp_path / "single").glob("*.tfrecord"))
+    mtimes = [p.stat().st_mtime_ns for p in shards]
+    shards[3].write_bytes(shards[3].read_bytes()[:-10])  # a shard damaged after the fact
+    _convert(sample_dir, tmp_path / "single", num_shards=5)
+    assert _files(tmp_path / "single") == single
+    assert [p.stat().st_mtime_ns != m for p, m in zip(shards, mtimes)] == [False] * 3 + [True, False]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "tfrecords_tool.convert", *args], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), timeout=120)
+
+
+def test_killed_converter_resumes(sample_dir, tmp_path):
+    args = [f"--labels={sample_dir}/labels.txt", f"--images_dir={sample_dir}/images", f"--image_size={SIZE}",
+            "--num_shards=96", "--workers=1", f"--output_dir={tmp_path / 'out'}"]
+    process = subprocess.Popen([sys.executable, "-m", "tfrecords_tool.convert", *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("*.tfrecord")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    process.kill()
+    process.wait()
+    assert not (tmp_path / "out" / "labels-manifest.json").exists(), "the converter ended before the kill"
+    assert 0 < len(list((tmp_path / "out").glob("*.tfrecord"))) < 96
+    rerun = _cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    _convert(sample_dir, tmp_path / "reference", num_shards=96)
+    assert _files(tmp_path / "out") == _files(tmp_path / "reference")
+
+
+def test_cli_workers_png_and_errors(sample_dir, tmp_path):
+    ok = _cli(f"--labels={sample_dir}/labels.csv", f"--images_dir={sample_dir}/images", f"--image_size={SIZE}",
+              "--num_shards=3", "--workers=2", "--image_format=png", f"--output_dir={tmp_path / 'cli'}")
+    assert ok.returncode == 0, ok.stderr
+    assert "96 records, 0 skipped" in ok.stderr and "pages/s" in ok.stderr
+    _convert(sample_dir, tmp_path / "inline", labels_file=str(sample_dir / "labels.csv"), num_shards=3,
+             image_format="png")
+    assert _files(tmp_path / "cli") == _files(tmp_path / "inline")
+
+    start = time.monotonic()
+    failed = _cli(f"--labels={sample_dir}/labels.txt", f"--images_dir={tmp_path}/wrong",
+                  f"--output_dir={tmp_path / 'failed'}")
+    assert failed.returncode == 1 and time.monotonic() - start < 60
+    assert failed.stderr.strip().splitlines()[-1].startswith("convert: error: none of 20 sampled pages exists")
+    assert "Traceback" not in failed.stderr and not list((tmp_path / "failed").glob("*.tfrecord"))
