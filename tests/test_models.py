@@ -110,6 +110,17 @@ def test_weights_file_errors(tmp_path):
         build_model("model2", image_size=32, weights=dense)
 
 
+def test_imagenet_weights_unavailable(monkeypatch):
+    from tf_keras.src.utils import data_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: Name or service not known")
+
+    monkeypatch.setattr(data_utils, "get_file", offline)
+    with pytest.raises(ValueError, match="ImageNet VGG16 weights.*notop.h5"):
+        build_model("model2", image_size=32, weights="imagenet")
+
+
 def test_preprocessing_matches_vgg16_preprocess_input():
     images = _images(3, 32)
     expected = keras.applications.vgg16.preprocess_input(
@@ -137,7 +148,9 @@ def test_split_backbone_head_shares_weights():
     assert backbone is model.get_layer("vgg16")
     # training the head on cached features trains the model
     features = backbone.predict(images, verbose=0)
-    head.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    compile_model(head, keras.optimizers.Adam(1e-2))
+    with pytest.raises(ValueError, match="takes no backbone_optimizer"):
+        compile_model(head, keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-5))
     before = model.get_layer("predictions").kernel.numpy()
     head.fit(features, _labels(4), epochs=1, verbose=0)
     assert not np.allclose(model.get_layer("predictions").kernel.numpy(), before)

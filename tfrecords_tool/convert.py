@@ -41,7 +41,7 @@ _TASK_VARIABLES = (
 )
 _PROBE_PAGES = 20
 _MIN_PAGES_FOR_BAD_FRACTION = 100
-_CHUNK_PAGES = 16  # pages per message to a worker process
+_CHUNK_PAGES = 8  # pages per message to a worker process
 
 
 class ConvertError(Exception):

@@ -8,6 +8,7 @@ then compares per-shard record counts, the total and the class counts with
 an OK line per split, or exits non-zero naming each problem.
 """
 import posixpath
+import re
 import sys
 
 from absl import app
@@ -59,7 +60,9 @@ def verify_split(data_dir, split):
                                         split_manifest["image_format"], num_classes)
         except (tf.errors.OpError, ValueError) as e:
             message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-            problems.append(f"{shard['file']}: damaged: {message.splitlines()[0]}")
+            # Drops TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
+            message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", message.splitlines()[0]).strip()
+            problems.append(f"{shard['file']}: damaged: {message}")
             continue
         if counts.sum() != shard["num_records"]:
             problems.append(f"{shard['file']}: {counts.sum()} records, manifest says {shard['num_records']}")

@@ -50,7 +50,8 @@ def make_strategy(name="auto", cpu_replicas=1):
     if name == "mirrored":
         devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    # The default strategy (one device): Keras' BackupAndRestore rejects OneDeviceStrategy.
+    return tf.distribute.get_strategy()
 
 
 def set_precision(precision="auto"):

@@ -14,7 +14,8 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from trainer import callbacks, checkpointing, data, distribute, feature_cache, models  # noqa: E402
+from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
+                     feature_cache, models)  # noqa: E402
 
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
@@ -41,6 +42,12 @@ flags.DEFINE_enum("early_stopping", "none", ["none", "val_loss", "reference"],
                   "val_loss: Keras EarlyStopping on val_loss with --patience; reference: the "
                   "reference notebook's rule (SPEC.md).")
 flags.DEFINE_integer("patience", 3, "Epochs without val_loss improvement before val_loss stopping.")
+flags.DEFINE_enum("augment", "none", augment.CHOICES,
+                  "Document augmentation on the accelerator (no flips); see trainer/augment.py.")
+flags.DEFINE_integer("log_augmented_images", 0, "Write this many augmented pages to TensorBoard.")
+flags.DEFINE_string("class_weight", "none",
+                    "none, balanced (from the training manifest's class counts) or a JSON file of "
+                    "per-class weights.")
 flags.DEFINE_bool("summary_only", False, "Print the model summary and parameter counts, then exit.")
 flags.DEFINE_bool("feature_cache", True,
                   "Models 1/2 without augmentation: compute the frozen VGG16 features once and train "
@@ -57,7 +64,8 @@ class UsageError(Exception):
 def build(strategy, image_size, num_classes):
     with strategy.scope():
         try:
-            model = models.build_model(FLAGS.model, image_size, num_classes, FLAGS.weights)
+            model = models.build_model(FLAGS.model, image_size, num_classes, FLAGS.weights,
+                                       FLAGS.augment, FLAGS.seed)
         except ValueError as e:
             raise UsageError(str(e)) from e
         compile_(model)
@@ -137,10 +145,17 @@ def train(strategy):
         if val_manifest["image_size"] != image_size:
             raise UsageError(f"'{FLAGS.val_split}' records are {val_manifest['image_size']}px, "
                              f"'{FLAGS.train_split}' records {image_size}px")
+    try:
+        weights = class_weights.class_weights(FLAGS.class_weight, manifest["class_counts"],
+                                              manifest["class_names"])
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if weights:
+        logging.info("%s", class_weights.describe(weights, manifest["class_names"]))
     steps = FLAGS.steps_per_epoch or max(1, manifest["num_records"] // FLAGS.batch_size)
 
     model = build(strategy, image_size, num_classes)
-    off_reason = feature_cache.why_not(FLAGS.model, "none", num_workers) if FLAGS.feature_cache \
+    off_reason = feature_cache.why_not(FLAGS.model, FLAGS.augment, num_workers) if FLAGS.feature_cache \
         else "--nofeature_cache"
     if off_reason:
         logging.info("feature cache off: %s", off_reason)
@@ -163,6 +178,11 @@ def train(strategy):
         images, labels = next(iter(train_ds))
         middle.append(callbacks.GradientHistograms(log_dir, (images, labels), strategy,
                                                    freq=FLAGS.histogram_freq, is_chief=chief))
+    if FLAGS.log_augmented_images and FLAGS.augment != "none":
+        images, _ = next(iter(train_ds))
+        layer = model.get_layer(models.BACKBONE).get_layer("augmentation")
+        middle.append(augment.AugmentedImages(log_dir, layer, images, max_images=FLAGS.log_augmented_images,
+                                              is_chief=chief))
     if FLAGS.early_stopping == "val_loss":
         middle.append(keras.callbacks.EarlyStopping("val_loss", patience=FLAGS.patience))
     elif FLAGS.early_stopping == "reference":
@@ -173,7 +193,7 @@ def train(strategy):
                  manifest["num_records"], steps, FLAGS.epochs, FLAGS.batch_size, replicas,
                  keras.mixed_precision.global_policy().name, log_dir)
     fitted.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=val_ds,
-               callbacks=first + middle + last, verbose=2)
+               class_weight=weights, callbacks=first + middle + last, verbose=2)
     checkpointing.save_final_model(model, final_path, chief)
     if chief:
         print(f"final model: {final_path}\nTensorBoard logs: {log_dir}\n"

@@ -22,6 +22,8 @@ import tempfile
 import tensorflow as tf
 import tf_keras as keras
 
+from trainer.augment import augmentation
+
 MODEL_NAMES = ("model1", "model2", "model3")
 BACKBONE = "vgg16"  # name of the nested model: uint8 image -> VGG16 feature map
 # Model 3 fine-tunes the last 6 layers of VGG16 (without top).
@@ -38,10 +40,6 @@ class VGGPreprocess(keras.layers.Layer):
     Same values as `vgg16.preprocess_input(tf.repeat(float_image, 3, axis=-1))`; the output has
     the layer's compute dtype (float16/bfloat16 under a mixed precision policy). No weights.
     """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self._autocast = False  # the uint8 input is cast here, in float32
 
     def call(self, inputs):
         x = tf.repeat(tf.cast(inputs, tf.float32), 3, axis=-1)[..., ::-1]  # RGB -> BGR
@@ -106,14 +104,22 @@ def _vgg16_weights(weights):
     return weights
 
 
-def _build_vgg16(inputs, weights):
-    """Nested model `vgg16`: uint8 image -> preprocessing -> VGG16 without top."""
-    x = VGGPreprocess(name="preprocess")(inputs)
+def _build_vgg16(inputs, weights, augment_layer=None):
+    """Nested model `vgg16`: uint8 image -> [augmentation] -> preprocessing -> VGG16 without top."""
+    x = augment_layer(inputs) if augment_layer is not None else inputs
+    x = VGGPreprocess(name="preprocess")(x)
     kwargs = dict(include_top=False, input_tensor=x, input_shape=tuple(x.shape[1:]))
-    if weights in ("imagenet", None):
-        return keras.applications.VGG16(weights=weights, **kwargs)
-    local = weights
-    tmp_dir = None
+    if weights is None:
+        return keras.applications.VGG16(weights=None, **kwargs)
+    if weights == "imagenet":
+        try:
+            return keras.applications.VGG16(weights="imagenet", **kwargs)
+        except Exception as e:  # noqa: BLE001 - keras raises a bare Exception when offline
+            raise ValueError(
+                f"could not get the ImageNet VGG16 weights ({e}); without internet pass the path"
+                " of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 as weights, or put that"
+                " file in ~/.keras/models/") from e
+    local, tmp_dir = weights, None
     if "://" in weights:  # h5py reads local files only: copy gs://, s3:// ... files first
         tmp_dir = tempfile.mkdtemp()
         local = os.path.join(tmp_dir, os.path.basename(weights))
@@ -122,18 +128,20 @@ def _build_vgg16(inputs, weights):
         return keras.applications.VGG16(weights=local, **kwargs)
     except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds; report them alike
         raise ValueError(
-            f"VGG16 weights file {weights!r} does not fit VGG16 without top "
-            f"(expected the 13 conv layers of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-            f" or a .weights.h5 of keras.applications.VGG16(include_top=False)): "
-            f"{type(e).__name__}: {e}"
-        ) from e
+            f"VGG16 weights file {weights!r} does not fit VGG16 without top (expected the 13"
+            " conv layers of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or a"
+            f" .weights.h5 of keras.applications.VGG16(include_top=False)): "
+            f"{type(e).__name__}: {e}") from e
     finally:
         if tmp_dir:
             tf.io.gfile.rmtree(tmp_dir)
 
 
-def build_model(name, image_size=224, num_classes=16, weights="imagenet"):
+def build_model(name, image_size=224, num_classes=16, weights="imagenet", augment="none", seed=None):
     """Builds model1/model2/model3 for uint8 [image_size, image_size, 1] input.
+
+    augment: none/light/strong training-only document augmentation (trainer.augment), placed
+    inside the nested `vgg16` model before the preprocessing so that it runs on the accelerator.
 
     weights: "imagenet" (Keras download), "none" (random init) or the path of a VGG16-without-top
     weights file (.h5 / .weights.h5). Raises ValueError for an unknown name, a too small image
@@ -152,7 +160,7 @@ def build_model(name, image_size=224, num_classes=16, weights="imagenet"):
         )
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     vgg = _build_vgg16(keras.Input((image_size, image_size, 1), dtype="uint8"),
-                       _vgg16_weights(weights))
+                       _vgg16_weights(weights), augmentation(augment, seed))
     vgg.trainable = name == "model3"
     for layer in vgg.layers:
         layer.trainable = name == "model3" and layer.name in MODEL3_TRAINABLE_VGG_LAYERS
@@ -178,8 +186,11 @@ def compile_model(model, head_optimizer, backbone_optimizer=None,
     for the trainable VGG16 layers of model3 (default: head_optimizer for everything).
 
     Each optimizer must be its own instance (an optimizer is built for one set of variables).
+    Plain keras Models (e.g. the head of `split_backbone_head`) take no backbone_optimizer.
     """
     if backbone_optimizer is not None:
+        if not isinstance(model, TransferModel):
+            raise ValueError(f"{model.name} is not a TransferModel: it takes no backbone_optimizer")
         kwargs["backbone_optimizer"] = backbone_optimizer
     model.compile(optimizer=head_optimizer, loss=loss, metrics=list(metrics), **kwargs)
     return model

@@ -1,0 +1,101 @@
+"""trainer.evaluate: metrics against an independent computation, its files and TensorBoard log."""
+import glob
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from PIL import Image
+
+from tfrecords_tool.classes import RVL_CDIP_CLASSES
+from tfrecords_tool.records import parse_one
+from trained_run import IMAGE_SIZE, check, run_module, trained_run  # noqa: F401
+from trainer import models  # noqa: F401  (registers the custom layers for load_model)
+
+
+@pytest.fixture(scope="module")
+def evaluation(trained_run):  # noqa: F811
+    """Evaluates `val` under a 2-replica MirroredStrategy; batches of 5 leave a ragged last one."""
+    result = check(run_module("trainer.evaluate", f"--model_dir={trained_run.model_dir}",
+                              f"--data_dir={trained_run.data_dir}", "--split=val",
+                              "--cpu_replicas=2", "--batch_size=5"))
+    out_dir = trained_run.model_dir / "eval-val"
+    with open(out_dir / "metrics.json") as f:
+        return result, json.load(f), out_dir
+
+
+def _predict_records(run):
+    """(probabilities, labels): every `val` record, parsed one by one, through model.predict."""
+    images, labels = [], []
+    for path in sorted(glob.glob(str(run.data_dir / "val-*.tfrecord"))):
+        for record in tf.data.TFRecordDataset(path):
+            example = parse_one(record.numpy())
+            assert example["image/format"] == b"raw"
+            images.append(np.frombuffer(example["image/encoded"], np.uint8)
+                          .reshape(IMAGE_SIZE, IMAGE_SIZE, 1))
+            labels.append(example["image/class/label"])
+    model = keras.models.load_model(run.model_dir / "final.keras", compile=False)
+    return model.predict(np.stack(images), verbose=0), np.array(labels)
+
+
+def test_metrics_match_independent_computation(trained_run, evaluation):  # noqa: F811
+    result, metrics, _ = evaluation
+    probs, labels = _predict_records(trained_run)
+    with open(trained_run.data_dir / "val-manifest.json") as f:
+        assert metrics["num_records"] == json.load(f)["num_records"] == len(labels)
+    predicted = probs.argmax(axis=1)
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == labels))
+    top3 = np.argsort(-probs, axis=1)[:, :3]
+    assert metrics["top_3_accuracy"] == pytest.approx(np.mean((top3 == labels[:, None]).any(1)))
+    expected_loss = -np.mean(np.log(probs[np.arange(len(labels)), labels]))
+    assert metrics["loss"] == pytest.approx(expected_loss, rel=1e-4)
+
+    confusion = np.array(metrics["confusion_matrix"])
+    assert confusion.shape == (16, 16)
+    assert confusion.sum() == len(labels)
+    np.testing.assert_array_equal(confusion.sum(axis=1), np.bincount(labels, minlength=16))
+    for true, pred in zip(labels, predicted):
+        confusion[true, pred] -= 1
+    assert not confusion.any()  # rows = true class, columns = predicted
+
+    assert metrics["class_names"] == list(RVL_CDIP_CLASSES)
+    for row in metrics["per_class"]:
+        c = row["class_id"]
+        assert row["class_name"] == RVL_CDIP_CLASSES[c]
+        assert row["support"] == int(np.sum(labels == c))
+        hits = np.sum((labels == c) & (predicted == c))
+        assert row["recall"] == pytest.approx(hits / row["support"] if row["support"] else 0)
+        n_predicted = np.sum(predicted == c)
+        assert row["precision"] == pytest.approx(hits / n_predicted if n_predicted else 0)
+    assert f"accuracy {metrics['accuracy']:.4f}" in result.stdout
+
+
+def test_confusion_matrix_png_and_tensorboard(trained_run, evaluation):  # noqa: F811
+    _, metrics, out_dir = evaluation
+    with Image.open(out_dir / "confusion_matrix.png") as image:
+        assert image.format == "PNG" and min(image.size) > 800
+    scalars, images = {}, []
+    for path in glob.glob(str(trained_run.model_dir / "logs" / "eval-val" / "events.*")):
+        for record in tf.data.TFRecordDataset(path):
+            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+                array = tf.make_ndarray(value.tensor)
+                if array.dtype == object:
+                    images.append(value.tag)
+                else:
+                    scalars[value.tag] = float(array)
+    assert images == ["confusion_matrix"]
+    assert scalars["eval/accuracy"] == pytest.approx(metrics["accuracy"])
+    assert scalars["eval/loss"] == pytest.approx(metrics["loss"])
+    assert scalars["f1/letter"] == pytest.approx(metrics["per_class"][0]["f1"])
+
+
+def test_missing_model_dir_and_split(trained_run, tmp_path):  # noqa: F811
+    result = run_module("trainer.evaluate", f"--model_dir={tmp_path / 'nope'}",
+                        f"--data_dir={trained_run.data_dir}", "--split=val")
+    assert result.returncode == 2
+    assert f"error: model dir {tmp_path / 'nope'} does not exist" in result.stderr
+    result = run_module("trainer.evaluate", f"--model_dir={trained_run.model_dir}",
+                        f"--data_dir={trained_run.data_dir}", "--split=test")
+    assert result.returncode == 2
+    assert "no manifest" in result.stderr and "test-manifest.json" in result.stderr

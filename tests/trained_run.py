@@ -1,0 +1,46 @@
+"""A briefly trained model on the sample, made once per session, and a CLI runner.
+
+The fixture goes through the real command lines: tfrecords_tool.convert, then trainer.main
+(model2, 32x32, random VGG16 weights, 2 epochs of 3 steps).
+"""
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SIZE = 32
+
+
+def run_python(*args, cwd=REPO):
+    """Runs `python args...` in a fresh interpreter; returns the CompletedProcess (text output)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run_module(module, *args):
+    """Runs `python -m module args...` from the repository root."""
+    return run_python("-m", module, *args)
+
+
+def check(result):
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="session")
+def trained_run(sample_dir, tmp_path_factory):
+    """Namespace(sample_dir, data_dir, model_dir): `train` and `val` splits, a finished run."""
+    root = tmp_path_factory.mktemp("trained_run")
+    data_dir, model_dir = root / "data", root / "model"
+    check(run_module("tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
+                     f"--images_dir={sample_dir / 'images'}", f"--output_dir={data_dir}",
+                     f"--image_size={IMAGE_SIZE}", "--val_fraction=0.2", "--workers=1"))
+    check(run_module("trainer.main", "--model=model2", "--weights=none", f"--data_dir={data_dir}",
+                     f"--model_dir={model_dir}", "--epochs=2", "--steps_per_epoch=3",
+                     "--batch_size=16"))
+    return types.SimpleNamespace(sample_dir=sample_dir, data_dir=data_dir, model_dir=model_dir)
