@@ -34,13 +34,20 @@ def check(result):
 
 @pytest.fixture(scope="session")
 def trained_run(sample_dir, tmp_path_factory):
-    """Namespace(sample_dir, data_dir, model_dir): `train` and `val` splits, a finished run."""
-    root = tmp_path_factory.mktemp("trained_run")
+    """Namespace(sample_dir, data_dir, model_dir): `train` and `val` splits, a finished run.
+
+    Test modules import this fixture, and pytest keeps one instance per importing module: the
+    run lives at a fixed place in the session's temp dir so that it is made only once.
+    """
+    root = tmp_path_factory.getbasetemp() / "trained_run"
     data_dir, model_dir = root / "data", root / "model"
+    run = types.SimpleNamespace(sample_dir=sample_dir, data_dir=data_dir, model_dir=model_dir)
+    if (model_dir / "final.keras").exists():
+        return run
     check(run_module("tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
                      f"--images_dir={sample_dir / 'images'}", f"--output_dir={data_dir}",
                      f"--image_size={IMAGE_SIZE}", "--val_fraction=0.2", "--workers=1"))
     check(run_module("trainer.main", "--model=model2", "--weights=none", f"--data_dir={data_dir}",
                      f"--model_dir={model_dir}", "--epochs=2", "--steps_per_epoch=3",
                      "--batch_size=16"))
-    return types.SimpleNamespace(sample_dir=sample_dir, data_dir=data_dir, model_dir=model_dir)
+    return run
