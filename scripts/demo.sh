@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job end to end on the built-in sample: generate pages -> convert -> train model1 ->
-# evaluate -> report. Everything goes to ${DEMO_DIR:-demo_out}. Takes a few minutes on 2 cores.
+# evaluate -> predict -> report. Everything goes to ${DEMO_DIR:-demo_out}. Takes a few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -17,3 +17,11 @@ $PY -m tfrecords_tool.verify --data_dir="$OUT/records"
 # (imagenet) or a local weights file on a real run.
 $PY -m trainer.main --flagfile=configs/sample_demo.cfg --model=model1 \
   --data_dir="$OUT/records" --model_dir="$OUT/model1"
+$PY -m trainer.evaluate --model_dir="$OUT/model1" --data_dir="$OUT/records" --split=val
+$PY -m trainer.predict --model_dir="$OUT/model1" "$OUT"/sample/images/invoice/invoice_0000.tif \
+  "$OUT"/sample/images/memo/memo_0001.tif
+$PY -m trainer.report --log_dir="$OUT/model1/logs" --output="$OUT/report"
+echo
+echo "TensorBoard logs: $OUT/model1/logs  (open with: .venv/bin/tensorboard --logdir $OUT/model1/logs)"
+echo "Evaluation:       $OUT/model1/eval-val/metrics.json, confusion_matrix.png"
+echo "Report:           $OUT/report/index.html"

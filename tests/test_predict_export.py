@@ -30,7 +30,8 @@ try:
     serve(image_bytes=tf.constant([open(sys.argv[2], "rb").read()]))
 except tf.errors.InvalidArgumentError as e:
     result["damaged_error"] = e.message
-result["repo_modules"] = [m for m in sys.modules if m.split(".")[0] in ("trainer", "tfrecords_tool")]
+result["repo_modules"] = [m for m in sys.modules
+                          if m.split(".")[0] in ("trainer", "tfrecords_tool")]
 print(json.dumps(result))
 """
 

@@ -55,7 +55,8 @@ def test_empty_or_missing_log_dir(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)  # a run without any events
     for log_dir, message in ((tmp_path / "empty", "no TensorBoard runs under"),
                              (tmp_path / "missing", "does not exist")):
-        result = run_module("trainer.report", f"--log_dir={log_dir}", f"--output={tmp_path / 'out'}")
+        result = run_module("trainer.report", f"--log_dir={log_dir}",
+                            f"--output={tmp_path / 'out'}")
         assert result.returncode == 2
         assert message in result.stderr and str(log_dir) in result.stderr
     assert not (tmp_path / "out").exists()

@@ -168,17 +168,23 @@ class Progress:
 def convert_shards(shards, output_dir, images_dir, image_size, image_format, num_classes,
                    max_bad_fraction, pool):
     """Writes `shards` (and their parts); returns the Progress with the counts."""
-    jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
-            for shard in shards for page in shard.pages]
     encode = functools.partial(encode_page, image_size=image_size, image_format=image_format)
-    results = pool.imap(encode, jobs, chunksize=_CHUNK_PAGES) if pool else map(encode, jobs)
-    progress = Progress(len(jobs), max_bad_fraction)
-    for shard in shards:
-        shard_results = progress.track((page, *next(results)) for page in shard.pages)
+
+    def submit(shard):
+        jobs = [(labels.full_path(images_dir, page.path), page.label, page.path) for page in shard.pages]
+        return pool.imap(encode, jobs, chunksize=_CHUNK_PAGES) if pool else map(encode, jobs)
+
+    progress = Progress(sum(len(shard.pages) for shard in shards), max_bad_fraction)
+    upcoming = submit(shards[0])
+    for index, shard in enumerate(shards):
+        # The next shard is queued before this one is written, so workers never wait for the
+        # writer, while no more than two shards of pages are held in memory.
+        results, upcoming = upcoming, submit(shards[index + 1]) if index + 1 < len(shards) else None
+        shard_results = progress.track((page, *result) for page, result in zip(shard.pages, results))
         result = write.write_shard(posixpath.join(output_dir, shard.name + ".tfrecord"),
                                    shard_results, num_classes)
         manifest.save_part(output_dir, shard.name, result, shard.fingerprint)
-    if progress.interactive and jobs:
+    if progress.interactive:
         progress.show()
         sys.stderr.write("\n")
     return progress
@@ -221,7 +227,7 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
                          progress.done, len(todo), elapsed, progress.rate(),
                          progress.done - progress.skipped, progress.skipped)
     written = []
-    for name, pages in splits.items():
+    for name in splits:
         split_shards = [shard for shard in shards if shard.split == name]
         parts = [manifest.load_part(output_dir, shard.name, shard.fingerprint) for shard in split_shards]
         missing = [shard.name for shard, part in zip(split_shards, parts) if part is None]

@@ -166,7 +166,7 @@ class AugmentedImages(keras.callbacks.Callback):
             strips.append(layer(images, training=True))
         strip = tf.cast(tf.round(tf.concat(strips, axis=2)), tf.uint8)
         writer = tf.summary.create_file_writer(self.log_dir)
-        with writer.as_default(step=0):
+        with writer.as_default(step=0), tf.summary.record_if(True):
             tf.summary.image("augmented/examples", strip, max_outputs=len(self.images),
                              description=f"original, then {self.versions} augmented versions")
         writer.close()

@@ -92,7 +92,8 @@ class GradientHistograms(keras.callbacks.Callback):
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
+        # record_if(True): the Keras TensorBoard callback leaves a step-filtering record_if active.
+        with self._writer.as_default(step=epoch), tf.summary.record_if(True):
             for g, v in zip(grads, self.model.trainable_variables):
                 tf.summary.histogram(f"gradients/{_tag(v)}", g)
                 tf.summary.histogram(f"weights/{_tag(v)}", tf.cast(v, tf.float32))

@@ -27,7 +27,8 @@ from absl import app, flags, logging  # noqa: E402
 from trainer import artifacts, data, distribute  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
-flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
+flags.DEFINE_string("data_dir", None,
+                    "Directory (or gs:// / s3:// URL) with the converter's shards.")
 flags.DEFINE_string("split", "test", "Split to evaluate.")
 flags.DEFINE_enum("checkpoint", "final", artifacts.CHECKPOINTS, "Which saved model to evaluate.")
 flags.DEFINE_integer("batch_size", 64, "Global batch size.")

@@ -73,15 +73,14 @@ def read_run(directory):
     """(scalars {split: {tag: {step: v}}}, histograms {tag: {step: [k, 3]}}) of one run."""
     scalars, histograms = {}, {}
     for entry in sorted(tf.io.gfile.listdir(directory)):
-        sub = f"{directory}/{entry.rstrip('/')}"
-        if not tf.io.gfile.isdir(sub):
+        name = entry.rstrip("/")
+        if not tf.io.gfile.isdir(f"{directory}/{name}"):
             continue
-        for tag, series in read_events(sub).items():
-            first = next(iter(series.values()))
-            if np.ndim(first) == 2:
+        for tag, series in read_events(f"{directory}/{name}").items():
+            if np.ndim(next(iter(series.values()))) == 2:
                 histograms[tag] = series
-            elif entry.rstrip("/") in SPLITS and tag.startswith("epoch_"):
-                scalars.setdefault(entry.rstrip("/"), {})[tag] = series
+            elif name in SPLITS and tag.startswith("epoch_"):
+                scalars.setdefault(name, {})[tag] = series
     return scalars, histograms
 
 
@@ -106,6 +105,8 @@ def plot_curves(runs):
             ax.grid(alpha=0.3)
             if ax.has_data():
                 ax.legend(fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", color="gray")
     fig.tight_layout()
     return fig
 
@@ -158,9 +159,11 @@ def write_index(output, log_dir, curves, histogram_pngs):
              f"<h2>Loss and accuracy</h2><img src='{curves}' alt='training curves'>"]
     for run, pngs in histogram_pngs.items():
         parts.append(f"<h2>{html.escape(run)}</h2>")
+        if not pngs:
+            parts.append("<p>No histograms logged.</p>")
         for family, png in pngs:
             parts.append(f"<h3>{html.escape(family)}</h3>"
-                         f"<img src='{html.escape(png)}' alt='{html.escape(run)} {html.escape(family)}'>")
+                         f"<img src='{html.escape(png)}' alt='{html.escape(f'{run} {family}')}'>")
     parts.append("</body></html>\n")
     with tf.io.gfile.GFile(f"{output}/index.html", "w") as f:
         f.write("\n".join(parts))
@@ -178,7 +181,7 @@ def report(log_dir, output, max_columns):
                           "train/ (and validation/) event files, as trainer.main writes in "
                           "{model_dir}/logs")
     tf.io.gfile.makedirs(output)
-    curves = _save(plot_curves(runs), output, "curves.png")
+    written = [_save(plot_curves(runs), output, "curves.png")]
     histogram_pngs = {}
     for name, (_, histograms) in runs.items():
         families = {}
@@ -188,9 +191,9 @@ def report(log_dir, output, max_columns):
             (family, _save(plot_histograms(tags, f"{name}: {family}", max_columns), output,
                            f"{_slug(name)}-{_slug(family)}.png"))
             for family, tags in sorted(families.items())]
-    write_index(output, log_dir, curves, histogram_pngs)
-    return [f"{output}/{png}" for png in [curves] + [p for pngs in histogram_pngs.values()
-                                                       for _, p in pngs]] + [f"{output}/index.html"]
+        written += [png for _, png in histogram_pngs[name]]
+    write_index(output, log_dir, written[0], histogram_pngs)
+    return [f"{output}/{name}" for name in written + ["index.html"]]
 
 
 def main(argv):
