@@ -54,7 +54,7 @@ def test_label_range_follows_num_classes(tmp_path):
         labels.read_labels(path, num_classes=3)
 
 
-@pytest.mark.parametrize("bad", ["../x.tif", "a/../../x.tif", "..", "/etc/x.tif", "gs://bucket/x.tif"])
+@pytest.mark.parametrize("bad", ["../x.tif", "a/../../x.tif", "..", "/etc/x.tif", "gs://b/x.tif"])
 def test_outside_paths_refused_unless_allowed(tmp_path, bad):
     path = _write(tmp_path, f"ok.tif 1\n{bad} 2\n")
     with pytest.raises(LabelFileError, match=f":2: .*{bad}.*--allow_outside_paths"):

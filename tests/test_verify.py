@@ -17,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def dataset(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
-    convert.convert(str(out), str(sample_dir / "images"), str(sample_dir / "labels.txt"), num_shards=3,
-                    image_size=32, val_fraction=0.25)
+    convert.convert(str(out), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
+                    num_shards=3, image_size=32, val_fraction=0.25)
     return out
 
 
@@ -38,8 +38,8 @@ def test_good_dataset_passes(dataset):
 
 
 def test_png_dataset_passes(sample_dir, tmp_path):
-    convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"), image_size=32,
-                    image_format="png", num_shards=2)
+    convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
+                    image_size=32, image_format="png", num_shards=2)
     assert _problems(tmp_path, "labels") == []
 
 
@@ -65,7 +65,7 @@ def test_wrong_counts_in_manifest(copy):
     manifest["class_counts"][3] += 1
     manifest["shards"][0]["num_records"] -= 1
     path.write_text(json.dumps(manifest))
-    assert _problems(copy) == [f"train-00000-of-00003.tfrecord: 24 records, manifest says 23"]
+    assert _problems(copy) == ["train-00000-of-00003.tfrecord: 24 records, manifest says 23"]
     manifest["shards"][0]["num_records"] += 1
     path.write_text(json.dumps(manifest))
     assert _problems(copy) == ["class 3 (handwritten): 4 records, manifest says 5"]
@@ -73,12 +73,15 @@ def test_wrong_counts_in_manifest(copy):
 
 def test_cli(copy):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "tfrecords_tool.verify", f"--data_dir={copy}", *args],
-                              cwd=REPO, capture_output=True, text=True, timeout=120,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        return subprocess.run(
+            [sys.executable, "-m", "tfrecords_tool.verify", f"--data_dir={copy}", *args],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     ok = run()
-    assert ok.returncode == 0 and ok.stdout.splitlines()[0].startswith("OK train: 72 records in 3 shards")
+    assert ok.returncode == 0
+    assert ok.stdout.splitlines()[0].startswith("OK train: 72 records in 3 shards")
     (copy / "val-00000-of-00003.tfrecord").unlink()
     failed = run()
-    assert failed.returncode == 1 and "verify: val: val-00000-of-00003.tfrecord: missing" in failed.stderr
+    assert failed.returncode == 1
+    assert "verify: val: val-00000-of-00003.tfrecord: missing" in failed.stderr
     assert "OK train" in failed.stdout and failed.stderr.strip().endswith("1 of 2 splits failed")

@@ -41,7 +41,7 @@ _TASK_VARIABLES = (
 )
 _PROBE_PAGES = 20
 _MIN_PAGES_FOR_BAD_FRACTION = 100
-_CHUNK_PAGES = 8  # pages per message to a worker process
+_CHUNK_PAGES = 16  # pages per message to a worker process
 
 
 class ConvertError(Exception):
@@ -70,7 +70,8 @@ def resolve_task(task_index, num_tasks, environ):
             raise ConvertError(f"--num_tasks={num_tasks} needs --task_index")
         return 0, 1
     if num_tasks is None:
-        raise ConvertError(f"{source}={task_index} is set but the number of tasks is not: pass --num_tasks")
+        raise ConvertError(f"{source}={task_index} is set but the number of tasks is not: "
+                           "pass --num_tasks")
     if task_index >= num_tasks:
         raise ConvertError(f"{source}={task_index} is not below the number of tasks, {num_tasks}")
     return task_index, num_tasks
@@ -90,7 +91,8 @@ def plan_splits(pages, val_fraction, seed, split_name):
         return {split_name: pages}
     train, val = split.stratified_split(pages, val_fraction, seed)
     if not train or not val:
-        raise ConvertError(f"--val_fraction={val_fraction} leaves a split of {len(pages)} pages empty")
+        raise ConvertError(f"--val_fraction={val_fraction} leaves a split of {len(pages)} pages "
+                           "empty")
     return {"train": train, "val": val}
 
 
@@ -149,8 +151,9 @@ class Progress:
             self.skipped += example is None
             if (self.done >= min(_MIN_PAGES_FOR_BAD_FRACTION, self.total)
                     and self.skipped > self.max_bad_fraction * self.done):
-                raise ConvertError(f"{self.skipped} of {self.done} pages could not be read, more than "
-                                   f"--max_bad_fraction={self.max_bad_fraction} (last: {page.path}: {reason})")
+                raise ConvertError(
+                    f"{self.skipped} of {self.done} pages could not be read, more than "
+                    f"--max_bad_fraction={self.max_bad_fraction} (last: {page.path}: {reason})")
             if time.monotonic() - self.printed >= self.interval:
                 self.show()
             yield page, example, reason
@@ -171,7 +174,8 @@ def convert_shards(shards, output_dir, images_dir, image_size, image_format, num
     encode = functools.partial(encode_page, image_size=image_size, image_format=image_format)
 
     def submit(shard):
-        jobs = [(labels.full_path(images_dir, page.path), page.label, page.path) for page in shard.pages]
+        jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
+                for page in shard.pages]
         return pool.imap(encode, jobs, chunksize=_CHUNK_PAGES) if pool else map(encode, jobs)
 
     progress = Progress(sum(len(shard.pages) for shard in shards), max_bad_fraction)
@@ -179,8 +183,10 @@ def convert_shards(shards, output_dir, images_dir, image_size, image_format, num
     for index, shard in enumerate(shards):
         # The next shard is queued before this one is written, so workers never wait for the
         # writer, while no more than two shards of pages are held in memory.
-        results, upcoming = upcoming, submit(shards[index + 1]) if index + 1 < len(shards) else None
-        shard_results = progress.track((page, *result) for page, result in zip(shard.pages, results))
+        results = upcoming
+        upcoming = submit(shards[index + 1]) if index + 1 < len(shards) else None
+        shard_results = progress.track(
+            (page, *result) for page, result in zip(shard.pages, results))
         result = write.write_shard(posixpath.join(output_dir, shard.name + ".tfrecord"),
                                    shard_results, num_classes)
         manifest.save_part(output_dir, shard.name, result, shard.fingerprint)
@@ -214,7 +220,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
         todo = [shard for shard in mine
                 if manifest.load_part(output_dir, shard.name, shard.fingerprint) is None]
         if len(todo) < len(mine):
-            logging.info("%d of this task's %d shards are already complete", len(mine) - len(todo), len(mine))
+            logging.info("%d of this task's %d shards are already complete",
+                         len(mine) - len(todo), len(mine))
         if todo:
             probe([page for shard in todo for page in shard.pages], images_dir, max_bad_fraction)
             for name in {shard.split for shard in todo}:
@@ -223,13 +230,14 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             progress = convert_shards(todo, output_dir, images_dir, image_size, image_format,
                                       len(class_names), max_bad_fraction, pool)
             elapsed = time.monotonic() - progress.start
-            logging.info("converted %d pages into %d shards in %.1f s (%.1f pages/s): %d records, %d skipped",
-                         progress.done, len(todo), elapsed, progress.rate(),
-                         progress.done - progress.skipped, progress.skipped)
+            logging.info("converted %d pages into %d shards in %.1f s (%.1f pages/s): "
+                         "%d records, %d skipped", progress.done, len(todo), elapsed,
+                         progress.rate(), progress.done - progress.skipped, progress.skipped)
     written = []
     for name in splits:
         split_shards = [shard for shard in shards if shard.split == name]
-        parts = [manifest.load_part(output_dir, shard.name, shard.fingerprint) for shard in split_shards]
+        parts = [manifest.load_part(output_dir, shard.name, shard.fingerprint)
+                 for shard in split_shards]
         missing = [shard.name for shard, part in zip(split_shards, parts) if part is None]
         if missing:
             message = (f"split {name}: {len(missing)} of {len(parts)} shards are not complete: "
@@ -253,25 +261,31 @@ def define_flags():
     flags.DEFINE_string("labels", None, "Label file: official `path label` lines or CSV with a "
                         "`path,label` header. Omitted: each subfolder of --images_dir is a class.")
     flags.DEFINE_string("images_dir", None, "Directory the label paths are relative to.")
-    flags.DEFINE_string("output_dir", None, "Directory for shards and manifests (local, gs://, s3://).")
-    flags.DEFINE_integer("num_shards", None, "Shards per split; default one per 2,000 pages.", lower_bound=1)
-    flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.", lower_bound=1)
+    flags.DEFINE_string("output_dir", None, "Directory for shards and manifests "
+                        "(local, gs://, s3://).")
+    flags.DEFINE_integer("num_shards", None, "Shards per split; default one per 2,000 pages.",
+                         lower_bound=1)
+    flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.",
+                         lower_bound=1)
     flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
     flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes.", lower_bound=1)
-    flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into `train` and "
-                       "`val` splits with this fraction in `val`.", lower_bound=0, upper_bound=1)
+    flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into "
+                       "`train` and `val` with this fraction in `val`.", lower_bound=0,
+                       upper_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of the train/val split and of the shuffle into shards.")
-    flags.DEFINE_string("split", None, "Split name; default: the label file's name without extension "
-                        "(the images directory's name without --labels).")
+    flags.DEFINE_string("split", None, "Split name; default: the label file's name without "
+                        "extension (the images directory's name without --labels).")
     flags.DEFINE_integer("task_index", None, "This task's index (default: BATCH_TASK_INDEX, "
-                         "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX, else 0).", lower_bound=0)
+                         "AWS_BATCH_JOB_ARRAY_INDEX or JOB_COMPLETION_INDEX, else 0).",
+                         lower_bound=0)
     flags.DEFINE_integer("num_tasks", None, "Number of tasks (default: BATCH_TASK_COUNT or "
                          "AWS_BATCH_JOB_ARRAY_SIZE, else 1).", lower_bound=1)
-    flags.DEFINE_bool("merge_only", False, "Convert nothing; write the manifests from complete shards.")
+    flags.DEFINE_bool("merge_only", False, "Convert nothing; write the manifests of the splits "
+                      "whose shards are all complete.")
     flags.DEFINE_float("max_bad_fraction", 0.1, "Stop when more than this fraction of the pages "
                        "cannot be read.", lower_bound=0, upper_bound=1)
-    flags.DEFINE_bool("allow_outside_paths", False, "Accept absolute label paths and paths with `..` "
-                      "that leave --images_dir.")
+    flags.DEFINE_bool("allow_outside_paths", False, "Accept absolute label paths and paths with "
+                      "`..` that leave --images_dir.")
     flags.DEFINE_list("class_names", None, "Class names in id order, for data sets other than "
                       "RVL-CDIP; without --labels, the class folder names.")
     flags.mark_flags_as_required(["images_dir", "output_dir"])

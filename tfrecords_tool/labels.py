@@ -47,7 +47,8 @@ def _check_page(path, label_text, num_classes, allow_outside):
         if _is_absolute(path):
             raise ValueError(f"absolute path {path!r} (--allow_outside_paths accepts it)")
         if normalized == ".." or normalized.startswith("../"):
-            raise ValueError(f"path {path!r} leaves the images directory (--allow_outside_paths accepts it)")
+            raise ValueError(f"path {path!r} leaves the images directory "
+                             "(--allow_outside_paths accepts it)")
     if not re.fullmatch(r"-?[0-9]+", label_text):
         raise ValueError(f"label {label_text!r} is not an integer")
     label = int(label_text)
@@ -56,27 +57,30 @@ def _check_page(path, label_text, num_classes, allow_outside):
     return Page(path, label)
 
 
-def _rows(lines):
-    """(line number, path text, label text, problem) of each non-blank line, in either format."""
+def _line_error(label_file, number, problem):
+    return LabelFileError(f"{label_file}:{number}: {problem}")
+
+
+def _fields(lines, label_file):
+    """(line number, path, label text) of each non-blank line, in either format."""
     numbered = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         return
     header = [field.strip().lower() for field in next(csv.reader([numbered[0][1]]))]
     if "path" in header and "label" in header:
-        path_column, label_column = header.index("path"), header.index("label")
         for number, line in numbered[1:]:
             row = next(csv.reader([line]))
             if len(row) != len(header):
-                yield number, None, None, f"expected {len(header)} CSV fields, found {len(row)}"
-            else:
-                yield number, row[path_column].strip(), row[label_column].strip(), None
+                raise _line_error(label_file, number,
+                                  f"expected {len(header)} CSV fields, found {len(row)}")
+            yield number, row[header.index("path")].strip(), row[header.index("label")].strip()
         return
     for number, line in numbered:
         fields = line.rsplit(None, 1)
         if len(fields) != 2:
-            yield number, None, None, "expected `path label` (or a CSV file with a `path,label` header)"
-        else:
-            yield number, fields[0], fields[1], None
+            raise _line_error(label_file, number,
+                              "expected `path label` (or CSV with a `path,label` header)")
+        yield number, fields[0], fields[1]
 
 
 def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=False):
@@ -84,28 +88,27 @@ def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=Fal
     with tf.io.gfile.GFile(label_file, "rb") as f:
         data = f.read()
     try:
-        text = data.decode("utf-8-sig")
+        lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise LabelFileError(f"{label_file}: not UTF-8 text ({e})") from None
     pages, first_line, repeats = [], {}, []
-    for number, path, label_text, problem in _rows(text.splitlines()):
+    for number, path, label_text in _fields(lines, label_file):
         try:
-            if problem:
-                raise ValueError(problem)
             page = _check_page(path, label_text, num_classes, allow_outside)
         except ValueError as e:
-            raise LabelFileError(f"{label_file}:{number}: {e}") from None
+            raise _line_error(label_file, number, e) from None
         key = posixpath.normpath(path)
         if key in first_line:
             repeats.append(f"{path} (lines {first_line[key]} and {number})")
-            continue
-        first_line[key] = number
-        pages.append(page)
+        else:
+            first_line[key] = number
+            pages.append(page)
     if not pages:
         raise LabelFileError(f"{label_file}: no pages listed")
     if repeats:
-        shown = ", ".join(repeats[:10]) + (f" and {len(repeats) - 10} more" if len(repeats) > 10 else "")
-        logging.warning("%s: %d repeated paths ignored, first line kept: %s", label_file, len(repeats), shown)
+        more = f" and {len(repeats) - 10} more" if len(repeats) > 10 else ""
+        logging.warning("%s: %d repeated paths ignored, first line kept: %s%s",
+                        label_file, len(repeats), ", ".join(repeats[:10]), more)
     return pages
 
 

@@ -4,6 +4,10 @@ Images are stored as 8-bit single-channel pixels, either `raw` (row-major uint8 
 default: parsing a batch is one vectorised `decode_raw`, ~20x faster than PNG on the host) or
 `png` (lossless and smaller; decoded per image).
 """
+import io
+import zlib
+
+from PIL import Image
 import tensorflow as tf
 
 IMAGE_FORMATS = ("raw", "png")
@@ -32,7 +36,11 @@ def encode_pixels(pixels, image_format):
     if image_format == "raw":
         return pixels.tobytes()
     if image_format == "png":
-        return tf.io.encode_png(pixels[:, :, None]).numpy()
+        # Pillow with zlib's run-length strategy (a scanned page is long runs of paper): 0.9 ms
+        # per 224 px page and 4% smaller, where tf.io.encode_png takes 5 ms (trainer.bench).
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_type=zlib.Z_RLE)
+        return buffer.getvalue()
     raise ValueError(f"unknown image format {image_format!r}; expected one of {IMAGE_FORMATS}")
 
 

@@ -18,7 +18,8 @@ def stratified_split(pages, val_fraction, seed):
     wanted = {label: val_fraction * len(indices) for label, indices in by_class.items()}
     counts = {label: math.floor(x) for label, x in wanted.items()}
     shortfall = math.floor(val_fraction * len(pages) + 0.5) - sum(counts.values())
-    for label in sorted(wanted, key=lambda label: (counts[label] - wanted[label], label))[:shortfall]:
+    by_remainder = sorted(wanted, key=lambda label: (counts[label] - wanted[label], label))
+    for label in by_remainder[:shortfall]:
         counts[label] += 1
     rng = random.Random(seed)
     val = set()

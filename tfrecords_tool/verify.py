@@ -47,8 +47,8 @@ def verify_split(data_dir, split):
         return [f"no readable {split}-manifest.json"], None
     num_classes = len(split_manifest["class_names"])
     listed = [shard["file"] for shard in split_manifest["shards"]]
-    present = {posixpath.basename(path)
-               for path in tf.io.gfile.glob(posixpath.join(data_dir, f"{split}-?????-of-?????.tfrecord"))}
+    pattern = posixpath.join(data_dir, f"{split}-?????-of-?????.tfrecord")
+    present = {posixpath.basename(path) for path in tf.io.gfile.glob(pattern)}
     problems = [f"{file}: missing" for file in listed if file not in present]
     problems += [f"{file}: not in the manifest" for file in sorted(present - set(listed))]
     total = np.zeros(num_classes, np.int64)
@@ -56,7 +56,8 @@ def verify_split(data_dir, split):
         if shard["file"] not in present:
             continue
         try:
-            counts = shard_class_counts(posixpath.join(data_dir, shard["file"]), split_manifest["image_size"],
+            counts = shard_class_counts(posixpath.join(data_dir, shard["file"]),
+                                        split_manifest["image_size"],
                                         split_manifest["image_format"], num_classes)
         except (tf.errors.OpError, ValueError) as e:
             message = e.message if isinstance(e, tf.errors.OpError) else str(e)
@@ -65,11 +66,13 @@ def verify_split(data_dir, split):
             problems.append(f"{shard['file']}: damaged: {message}")
             continue
         if counts.sum() != shard["num_records"]:
-            problems.append(f"{shard['file']}: {counts.sum()} records, manifest says {shard['num_records']}")
+            problems.append(f"{shard['file']}: {counts.sum()} records, "
+                            f"manifest says {shard['num_records']}")
         total += counts
     if not problems:
         if total.sum() != split_manifest["num_records"]:
-            problems.append(f"{total.sum()} records in all, manifest says {split_manifest['num_records']}")
+            problems.append(f"{total.sum()} records in all, "
+                            f"manifest says {split_manifest['num_records']}")
         for label, (found, listed_count) in enumerate(zip(total, split_manifest["class_counts"])):
             if found != listed_count:
                 problems.append(f"class {label} ({split_manifest['class_names'][label]}): "
@@ -101,10 +104,11 @@ def main(argv):
         if problems:
             failed += 1
         else:
-            print(f"OK {split}: {split_manifest['num_records']} records in {len(split_manifest['shards'])} "
-                  f"shards, {split_manifest['image_size']}x{split_manifest['image_size']} "
-                  f"{split_manifest['image_format']}, {len(split_manifest['skipped'])} pages skipped "
-                  "at conversion")
+            size = split_manifest["image_size"]
+            print(f"OK {split}: {split_manifest['num_records']} records in "
+                  f"{len(split_manifest['shards'])} shards, {size}x{size} "
+                  f"{split_manifest['image_format']}, {len(split_manifest['skipped'])} pages "
+                  "skipped at conversion")
     if failed:
         sys.exit(f"verify: {failed} of {len(splits)} splits failed")
 

@@ -10,6 +10,7 @@
 """
 import json
 import os
+import shutil
 import signal
 import tempfile
 
@@ -46,7 +47,9 @@ class StateBackup(keras.callbacks.Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._signalled:
+        # At an epoch's last step the backup would mean "epoch done" before validation and the
+        # epoch-end checkpoints ran: let on_epoch_end back up and stop instead.
+        if self._signalled and not _is_last_step(self.params, batch):
             self._backup._backup(epoch=self._epoch, batch=batch)
             raise Preempted(f"preempted at epoch {self._epoch + 1}, step {batch + 1}: state saved; "
                             "run the same command again to resume")
@@ -54,14 +57,70 @@ class StateBackup(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         # Saved as "last step of `epoch`", which BackupAndRestore resumes as the next epoch's start.
         self._backup._backup(epoch=epoch, batch=self.params["steps"] - 1)
+        if self._signalled:
+            raise Preempted(f"preempted after epoch {epoch + 1}: state saved; "
+                            "run the same command again to resume")
+
+
+def _is_last_step(params, batch):
+    steps = (params or {}).get("steps")
+    return bool(steps) and batch >= steps - 1
+
+
+class _StepBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore(save_freq=N steps) that skips the step backup at an epoch's last step.
+
+    Keras resumes a backup taken at the last step as "this epoch is finished", so a kill during
+    that epoch's validation or checkpoint writing would skip them for good. StateBackup backs
+    up at the epoch end instead, after the epoch-end callbacks.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._at_last_step = _is_last_step(self.params, batch)
+        try:
+            super().on_train_batch_end(batch, logs)
+        finally:
+            self._at_last_step = False
+
+    def _backup(self, epoch, batch=0):
+        if getattr(self, "_at_last_step", False):
+            return
+        # A step's loss is computed before its update: never back up weights that the step just
+        # broke (StopOnNonFiniteLoss stops at the next step); a rerun would resume from them.
+        if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
+            logging.warning("not backing up epoch %d step %d: non-finite weights", epoch + 1, batch + 1)
+            return
+        super()._backup(epoch=epoch, batch=batch)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises NonFiniteLoss when a step's loss is NaN/inf, and at an epoch end (before the
+    checkpoint callbacks) when the last step left non-finite weights or a non-finite val_loss:
+    a step's loss is computed before its update, so the batch check alone would let the
+    epoch-end checkpoints save weights broken by the epoch's last step."""
+
+    _epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(float(loss)):
-            raise NonFiniteLoss(f"loss became {float(loss)} at step {batch + 1}; stopped, the last "
-                                "checkpoints are from before it (lower the learning rate?)")
+            raise NonFiniteLoss(f"loss became {float(loss)} at epoch {self._epoch + 1}, step "
+                                f"{batch + 1}; stopped, the last checkpoints are from before it "
+                                "(lower the learning rate?)")
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = (logs or {}).get("val_loss")
+        broken = val_loss is not None and not np.isfinite(float(val_loss))
+        if not broken:
+            broken = not all(bool(tf.reduce_all(tf.math.is_finite(w)))
+                             for w in self.model.trainable_weights)
+        if broken:
+            raise NonFiniteLoss(f"the weights became non-finite in epoch {epoch + 1} (val_loss "
+                                f"{val_loss}); stopped before saving them, the last checkpoints "
+                                "are from before it (lower the learning rate?)")
 
 
 def check_writable(model_dir):
@@ -93,15 +152,37 @@ class SaveCheckpoints(keras.callbacks.Callback):
                 self._best = json.load(f)["val_accuracy"]
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self._chief:
-            return
-        self._full_model.save_weights(f"{self._dir}/checkpoints/epoch-{epoch + 1:03d}.weights.h5")
         accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is not None and accuracy > self._best:
+        improved = accuracy is not None and accuracy > self._best
+        if not self._chief:
+            # Saving reads SyncOnRead (metric) variables, a collective under
+            # MultiWorkerMirroredStrategy: every worker saves the same things, the others to a
+            # temporary directory that is thrown away.
+            tmp = tempfile.mkdtemp()
+            try:
+                self._full_model.save_weights(os.path.join(tmp, "epoch.weights.h5"))
+                if improved:
+                    self._full_model.save(os.path.join(tmp, "best.keras"))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if improved:
+                self._best = float(accuracy)
+            return
+        _save_atomically(self._full_model.save_weights,
+                         f"{self._dir}/checkpoints/epoch-{epoch + 1:03d}.weights.h5")
+        if improved:
             self._best = float(accuracy)
-            self._full_model.save(f"{self._dir}/best.keras")
+            _save_atomically(self._full_model.save, f"{self._dir}/best.keras")
             with tf.io.gfile.GFile(self._best_json, "w") as f:
                 json.dump({"val_accuracy": self._best, "epoch": epoch + 1}, f)
+
+
+def _save_atomically(save, path):
+    """save(tmp) then rename to `path`: a kill mid-write never leaves a truncated `path`."""
+    directory, name = path.rsplit("/", 1)
+    tmp = f"{directory}/.tmp-{name}"  # same extension, so the same file format
+    save(tmp)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief):
@@ -111,7 +192,7 @@ def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief):
     Last: per-epoch and best checkpoints, then the epoch-end/SIGTERM backup.
     """
     tf.io.gfile.makedirs(f"{model_dir}/checkpoints")
-    backup = keras.callbacks.BackupAndRestore(f"{model_dir}/backup", save_freq=backup_every_steps)
+    backup = _StepBackup(f"{model_dir}/backup", save_freq=backup_every_steps)
     return ([StopOnNonFiniteLoss(), backup],
             [SaveCheckpoints(model_dir, full_model, chief), StateBackup(backup)])
 

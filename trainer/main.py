@@ -6,6 +6,7 @@ Run the same command again after a kill or preemption and it resumes where it st
 """
 import json
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -13,6 +14,15 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+from tensorflow.python.autograph.core import config as _autograph_config  # noqa: E402
+
+# AutoGraph leaves the `keras` package alone (DoNotConvert rule) but not `tf_keras`, so the first
+# fit() of every run transpiled hundreds of tf_keras functions (~10 s on 2 CPU cores per trace).
+# Treat tf_keras like Keras 2 always was; our own code (trainer.*) is still converted.
+if not any(getattr(rule, "_prefix", None) == "tf_keras"
+           for rule in _autograph_config.CONVERSION_RULES):
+    _autograph_config.CONVERSION_RULES = ((_autograph_config.DoNotConvert("tf_keras"),)
+                                          + tuple(_autograph_config.CONVERSION_RULES))
 
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
                      feature_cache, models)  # noqa: E402
@@ -170,9 +180,15 @@ def train(strategy):
     log_dir = FLAGS.log_dir or f"{FLAGS.model_dir}/logs"
     first, last = checkpointing.checkpoint_callbacks(FLAGS.model_dir, FLAGS.backup_every_steps,
                                                      model, chief)
+    tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps,
+                                              write_graph=True)
     middle = [
         callbacks.LearningRateLogger(),
-        keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps, write_graph=True),
+        tensorboard,
+        # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
+        # run keeps the curves of the epochs it finished.
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
+            writer.flush() for writer in getattr(tensorboard, "_writers", {}).values()]),
     ]
     if FLAGS.histogram_freq:
         images, labels = next(iter(train_ds))
@@ -200,6 +216,26 @@ def train(strategy):
               f"  open them with: tensorboard --logdir {log_dir}")
 
 
+def _data_loss_message(error):
+    """One line naming the damaged file: TensorFlow's "corrupted record at N" does not."""
+    lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
+    detail = next((line for line in lines if "corrupted record" in line), lines[0] if lines else "")
+    offset = re.search(r"corrupted record at (\d+)", detail)
+    files = []
+    for split in filter(None, (FLAGS.train_split, FLAGS.val_split)):
+        try:
+            files += data.shard_files(FLAGS.data_dir, split)
+        except data.DataError:
+            pass
+    files += sorted(tf.io.gfile.glob(f"{FLAGS.model_dir}/feature_cache/*/*.tfrecord"))
+    damaged = data.find_damaged_shard(files, int(offset.group(1)) if offset else None)
+    if damaged is None:
+        return (f"damaged TFRecord data ({detail}); find the shard with: python -m "
+                f"tfrecords_tool.verify --data_dir={FLAGS.data_dir}")
+    return (f"damaged TFRecord shard {damaged} ({detail}): convert it again (a file under "
+            "feature_cache/ can simply be deleted, the next run computes it again)")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -217,6 +253,9 @@ def main(argv):
     except (UsageError, data.DataError, OSError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except tf.errors.DataLossError as e:
+        print(f"error: {_data_loss_message(e)}", file=sys.stderr)
         sys.exit(2)
     except checkpointing.Preempted as e:
         print(str(e), file=sys.stderr)

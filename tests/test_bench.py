@@ -1,0 +1,102 @@
+"""The throughput benchmark (trainer.bench): a tiny run writes every figure, consistent ratios and
+its settings. No timing assertions: the figures depend on the machine."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_FLAGS = {
+    "pages_per_class": 2, "max_side": 200, "image_size": 64, "repeats": 1, "batch_size": 16,
+    "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
+    "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
+}
+
+FIGURES = [
+    "seed_loader_img_s", "convert_img_s_1", "convert_img_s_all", "convert_scaling",
+    "convert_vs_seed", "convert_img_s_png", "pipeline_img_s", "pipeline_img_s_png",
+    "pipeline_img_s_augment", "pipeline_img_s_per_core", "pipeline_vs_seed", "augment_cpu_img_s",
+    "bytes_per_record_raw", "bytes_per_record_png", "uncached_epoch_s", "cached_epoch_s",
+    "cached_epoch_speedup",
+]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    output = tmp / "bench.json"
+    command = [sys.executable, "-m", "trainer.bench", f"--output={output}", f"--work_dir={tmp}"]
+    command += [f"--{name}={value}" for name, value in TINY_FLAGS.items()]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(output.read_text()), run.stdout, tmp
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_every_figure_is_positive_and_finite(bench):
+    result, _, _ = bench
+    for key in FIGURES:
+        assert key in result, key
+        assert _positive(result[key]), (key, result[key])
+
+
+def test_ratios_match_their_values(bench):
+    result, _, _ = bench
+    r = result
+    assert r["pipeline_vs_seed"] == pytest.approx(r["pipeline_img_s"] / r["seed_loader_img_s"])
+    assert r["convert_scaling"] == pytest.approx(r["convert_img_s_all"] / r["convert_img_s_1"])
+    assert r["convert_vs_seed"] == pytest.approx(r["convert_img_s_all"] / r["seed_loader_img_s"])
+    assert r["cached_epoch_speedup"] == pytest.approx(r["uncached_epoch_s"] / r["cached_epoch_s"])
+    cores = r["machine"]["cpu_cores"]
+    assert r["pipeline_img_s_per_core"] == pytest.approx(r["pipeline_img_s"] / cores)
+    # reported figures are the best of the recorded samples
+    assert r["seed_loader_img_s"] == max(r["seed_loader"]["samples"])
+    assert r["pipeline_img_s"] == max(r["pipeline"]["raw"]["samples"])
+    assert r["pipeline_img_s_png"] == max(r["pipeline"]["png"]["samples"])
+    assert r["convert_img_s_1"] == max(run["img_s"] for run in r["convert"]["workers_1"])
+    assert r["convert_img_s_all"] == max(run["img_s"] for run in r["convert"]["workers_all"])
+    for name, target in r["targets"].items():
+        assert target["met"] == (target["value"] >= target["target"]), name
+
+
+def test_measured_what_it_says(bench):
+    result, _, _ = bench
+    pages = 16 * TINY_FLAGS["pages_per_class"]
+    assert result["sample"]["pages"] == pages
+    assert result["seed_loader"]["images_per_pass"] == pages
+    assert result["seed_loader"]["batch_shape"][1:] == [64, 64, 3]
+    for run in result["convert"]["workers_1"] + result["convert"]["workers_all"]:
+        assert run["records"] == pages and run["skipped"] == 0
+    assert result["convert"]["workers_1"][0]["workers"] == 1
+    assert result["convert"]["workers_all"][0]["workers"] == result["settings"]["workers"]
+    assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]
+    assert result["pipeline"]["png"]["batch_shape"] == [16, 64, 64, 1]
+    assert "note" in result["pipeline"]["augment"]
+    assert result["bytes_per_record_raw"] > 64 * 64  # the pixels plus the Example's fields
+    cached = result["cached_epochs"]
+    assert cached["image_size"] == 128 and cached["model"] == "model1"
+    assert cached["records"] == 32 and cached["steps_per_epoch"] == 2
+    assert len(cached["uncached_epoch_s"]) == len(cached["cached_epoch_s"]) == 2  # warm-up + 1
+
+
+def test_settings_and_machine_recorded(bench):
+    result, stdout, tmp = bench
+    for name, value in TINY_FLAGS.items():
+        assert result["settings"][name] == value, name
+    machine = result["machine"]
+    for key in ("cpu_cores", "cpu_model", "tensorflow", "gpu", "loadavg_before", "parallel_capacity"):
+        assert key in machine, key
+    assert set(result["targets"]) == {"convert_scaling", "convert_img_s_all_vs_seed",
+                                      "pipeline_vs_seed", "pipeline_img_s_per_core",
+                                      "cached_epoch_speedup"}
+    assert "pipeline_vs_seed" in stdout and "cached_epoch_speedup" in stdout  # the table
+    assert not [p for p in tmp.iterdir() if p.name.startswith("bench-")]  # work dir removed
