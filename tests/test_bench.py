@@ -15,6 +15,7 @@ TINY_FLAGS = {
     "pages_per_class": 2, "max_side": 200, "image_size": 64, "repeats": 1, "batch_size": 16,
     "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
+    "png_timed_batches": 2, "timed_epochs": 1,
 }
 
 FIGURES = [
@@ -95,6 +96,8 @@ def test_settings_and_machine_recorded(bench):
     machine = result["machine"]
     for key in ("cpu_cores", "cpu_model", "tensorflow", "gpu", "loadavg_before", "parallel_capacity"):
         assert key in machine, key
+    assert set(result["stage_s"]) >= {"generate", "seed_loader", "convert_raw", "pipeline_raw",
+                                      "cached_epochs"}
     assert set(result["targets"]) == {"convert_scaling", "convert_img_s_all_vs_seed",
                                       "pipeline_vs_seed", "pipeline_img_s_per_core",
                                       "cached_epoch_speedup"}

@@ -110,13 +110,13 @@ class Proc:
         return self
 
 
-def trainer(*args, env=None, log_dir=None):
+def start_trainer(*args, env=None, log_dir=None):
     """Starts `python -m trainer.main args...`; returns the Proc (call .wait())."""
     return Proc("trainer.main", args, env=env, log_dir=log_dir)
 
 
 def run_trainer(*args, timeout=DEFAULT_TIMEOUT, env=None, log_dir=None):
-    return trainer(*args, env=env, log_dir=log_dir).wait(timeout)
+    return start_trainer(*args, env=env, log_dir=log_dir).wait(timeout)
 
 
 def run_all(arg_lists, timeout=DEFAULT_TIMEOUT, parallel=3, env=None, log_dir=None):
@@ -128,7 +128,7 @@ def run_all(arg_lists, timeout=DEFAULT_TIMEOUT, parallel=3, env=None, log_dir=No
         while pending or running:
             while pending and len(running) < parallel:
                 i, args = pending.pop(0)
-                running.append((i, trainer(*args, env=env, log_dir=log_dir)))
+                running.append((i, start_trainer(*args, env=env, log_dir=log_dir)))
             for i, proc in list(running):
                 if proc.poll() is not None:
                     done[i] = proc.wait(timeout=10)
@@ -214,30 +214,39 @@ def scalars(event_dir, tag):
             read_events(event_dir).get(tag, [])]
 
 
-def convert(sample_root, out_dir, image_size, extra=()):
-    proc = Proc("tfrecords_tool.convert", [
-        f"--labels={sample_root / 'labels.txt'}", f"--images_dir={sample_root / 'images'}",
-        f"--output_dir={out_dir}", f"--image_size={image_size}", "--val_fraction=0.25",
-        "--num_shards=2", "--workers=2", *extra], log_dir=Path(out_dir).parent / "logs")
-    return proc.wait(180).check()
+def _convert_args(labels, images_dir, out_dir, image_size):
+    return [f"--labels={labels}", f"--images_dir={images_dir}", f"--output_dir={out_dir}",
+            f"--image_size={image_size}", "--val_fraction=0.25", "--num_shards=2", "--workers=1"]
+
+
+SIZES = (32, 64, 128)
+SMALL_SIZES = (128,)  # converted from half the pages (6 per class): model1's VGG16 at 128 px
 
 
 @pytest.fixture(scope="session")
 def trainer_data(tmp_path_factory):
-    """`trainer_data(size)` -> data dir with `train` (144 pages) and `val` (48 pages) splits of a
-    generated 16-class sample at size x size, two shards each; converted once per size and
-    session. `.sample` is the sample's root."""
+    """`trainer_data(size)` -> data dir with `train` and `val` splits (75/25, two shards each)
+    of a generated 16-class sample at size x size: 144/48 pages at 32 and 64 px, 72/24 pages at
+    128 px. All sizes are converted at once (in parallel) on first use, once per session.
+    `.sample` is the sample's root."""
     from tfrecords_tool import sample
 
     root = tmp_path_factory.mktemp("trainer_data")
     sample.generate(root / "sample", pages_per_class=PAGES_PER_CLASS, seed=0, max_side=400)
-    converted = {}
+    lines = (root / "sample" / "labels.txt").read_text().splitlines()
+    small = [line for line in lines if int(line.rsplit("_", 1)[1].split(".")[0]) < PAGES_PER_CLASS // 2]
+    assert len(small) == len(lines) // 2
+    (root / "sample" / "labels_small.txt").write_text("\n".join(small) + "\n")
+    procs = [Proc("tfrecords_tool.convert", _convert_args(
+        root / "sample" / ("labels_small.txt" if size in SMALL_SIZES else "labels.txt"),
+        root / "sample" / "images", root / f"data{size}", size), log_dir=root / "logs")
+        for size in SIZES]
+    for proc in procs:
+        proc.wait(180).check()
 
     def get(size):
-        if size not in converted:
-            convert(root / "sample", root / f"data{size}", size)
-            converted[size] = root / f"data{size}"
-        return converted[size]
+        assert size in SIZES, size
+        return root / f"data{size}"
 
     get.sample = root / "sample"
     get.root = root

@@ -87,6 +87,8 @@ def define_flags():
                          "shuffle buffer fills).", lower_bound=0)
     flags.DEFINE_integer("timed_batches", 60, "Pipeline batches timed per measurement.",
                          lower_bound=1)
+    flags.DEFINE_integer("png_timed_batches", 20, "Batches timed per png pipeline measurement "
+                         "(PNG decodes ~10x slower than raw).", lower_bound=1)
     flags.DEFINE_integer("repeats", 3, "Measurements of each throughput; the best is reported.",
                          lower_bound=1)
     flags.DEFINE_string("augment_level", "strong", "Augmentation level of augment_cpu_img_s.")
@@ -99,13 +101,27 @@ def define_flags():
                          "(model1 needs >= 128).", lower_bound=32)
     flags.DEFINE_integer("cache_records", 256, "Pages converted for the cached-epoch measurement.",
                          lower_bound=1)
+    flags.DEFINE_integer("timed_epochs", 2, "Epochs timed (after one warm-up epoch) for each of the "
+                         "uncached and cached fits; the fastest counts.", lower_bound=1)
     flags.DEFINE_integer("cache_batch_size", 32, "Batch size of the cached-epoch measurement "
                          "(trainer.main's default).", lower_bound=1)
 
 
-def log(message):
-    sys.stderr.write(f"[bench] {message}\n")
-    sys.stderr.flush()
+_STAGES = {}  # stage name -> seconds, filled by log()
+_CURRENT = []
+
+
+def log(message, stage=None):
+    """Prints a progress line; with `stage`, the time until the next stage is recorded under it."""
+    now = time.perf_counter()
+    if _CURRENT:
+        name, start = _CURRENT.pop()
+        _STAGES[name] = round(_STAGES.get(name, 0.0) + now - start, 2)
+    if stage:
+        _CURRENT.append((stage, now))
+    if message:
+        sys.stderr.write(f"[bench] {message}\n")
+        sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +311,7 @@ class EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, repeats, cache_dir):
+def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_epochs, cache_dir):
     """(uncached epoch time, cached epoch time, details) as trainer.main trains models 1/2."""
     from trainer import data, feature_cache, models
 
@@ -316,7 +332,7 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, repeat
                                   num_workers=1)
 
     uncached = EpochTimes()
-    model.fit(images(True), epochs=1 + repeats, steps_per_epoch=steps, callbacks=[uncached],
+    model.fit(images(True), epochs=1 + timed_epochs, steps_per_epoch=steps, callbacks=[uncached],
               verbose=0)
 
     # trainer.main.cached_training()
@@ -331,7 +347,8 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, repeat
     cached_dataset = feature_cache.dataset(cache_files, backbone, batch_size, True, seed=seed,
                                            deterministic=False, shuffle_buffer=shuffle_buffer)
     cached = EpochTimes()
-    head.fit(cached_dataset, epochs=1 + repeats, steps_per_epoch=steps, callbacks=[cached], verbose=0)
+    head.fit(cached_dataset, epochs=1 + timed_epochs, steps_per_epoch=steps, callbacks=[cached],
+             verbose=0)
     uncached_s, cached_s = min(uncached.times[1:]), min(cached.times[1:])
     return uncached_s, cached_s, {
         "model": model_name, "weights": "none", "image_size": image_size, "image_format": image_format,
@@ -362,7 +379,7 @@ def _record_bytes(files, num_records):
 
 
 def _target(value, target, unit=""):
-    return {"value": round(value, 3), "target": target, "met": bool(value >= target),
+    return {"value": value, "target": target, "met": bool(value >= target),
             "margin": round(value / target, 3), "unit": unit}
 
 
@@ -372,7 +389,7 @@ def run(settings, work):
     result = {"machine": machine_info(), "settings": settings}
     result["machine"]["loadavg_before"] = list(os.getloadavg())
 
-    log(f"generating {16 * settings['pages_per_class']} TIFF pages in {work}")
+    log(f"generating {16 * settings['pages_per_class']} TIFF pages in {work}", stage="generate")
     start = time.perf_counter()
     info = sample.generate(os.path.join(work, "sample"), settings["pages_per_class"],
                            seed=settings["seed"], max_side=settings["max_side"])
@@ -381,15 +398,15 @@ def run(settings, work):
                         "generate_s": round(time.perf_counter() - start, 2)}
     size, repeats = settings["image_size"], settings["repeats"]
 
-    log("reference loader (ImageDataGenerator.flow_from_dataframe)")
+    log("reference loader (ImageDataGenerator.flow_from_dataframe)", stage="seed_loader")
     seed = seed_loader(info["labels_csv"], info["images_dir"], size, settings["seed_batch_size"],
                        repeats)
     result["seed_loader"] = seed
     result["seed_loader_img_s"] = seed["img_s"]
 
-    log(f"checking parallel capacity ({cores} processes)")
+    log(f"checking parallel capacity ({cores} processes)", stage="parallel_capacity")
     result["machine"]["parallel_capacity"] = parallel_capacity(cores)
-    log("converter: --workers=1 and --workers=%d" % settings["workers"])
+    log("converter: --workers=1 and --workers=%d" % settings["workers"], stage="convert_raw")
     runs = {"1": [], "all": []}
     for _ in range(repeats):  # alternate, so a busy moment does not hit one setting only
         for name, workers in (("1", 1), ("all", settings["workers"])):
@@ -403,7 +420,7 @@ def run(settings, work):
     result["convert_vs_seed"] = full["img_s"] / seed["img_s"]
     raw_dir = os.path.join(work, "raw-all")
 
-    log("converter: --image_format=png")
+    log("converter: --image_format=png", stage="convert_png")
     png_dir = os.path.join(work, "png")
     png = run_converter(info["labels_txt"], info["images_dir"], png_dir, settings["workers"], size,
                         "png")
@@ -419,13 +436,14 @@ def run(settings, work):
     common = dict(batch_size=settings["batch_size"], shuffle_buffer=settings["shuffle_buffer"],
                   seed=settings["seed"], warmup=settings["warmup_batches"],
                   timed=settings["timed_batches"], repeats=repeats)
-    log("pipeline: raw records")
+    log("pipeline: raw records", stage="pipeline_raw")
     raw_copies = replicate_shards(raw_files, os.path.join(work, "pipeline-raw"), copies)
     result["pipeline"] = {"raw": pipeline(raw_copies, size, "raw", **common)}
-    log("pipeline: png records")
+    log("pipeline: png records", stage="pipeline_png")
     png_copies = replicate_shards(png_files, os.path.join(work, "pipeline-png"), copies)
-    result["pipeline"]["png"] = pipeline(png_copies, size, "png", **common)
-    log("pipeline: as built with --augment (the same function)")
+    result["pipeline"]["png"] = pipeline(png_copies, size, "png",
+                                         **dict(common, timed=settings["png_timed_batches"]))
+    log("pipeline: as built with --augment (the same function)", stage="pipeline_augment")
     result["pipeline"]["augment"] = pipeline(raw_copies, size, "raw", **common)
     result["pipeline"]["augment"]["note"] = (
         "with --augment=light/strong trainer.main builds the host pipeline with the same "
@@ -437,27 +455,31 @@ def run(settings, work):
     result["pipeline_img_s_per_core"] = result["pipeline_img_s"] / cores
     result["pipeline_vs_seed"] = result["pipeline_img_s"] / seed["img_s"]
 
-    log(f"augmentation layer on the CPU ({settings['augment_level']})")
+    log(f"augmentation layer on the CPU ({settings['augment_level']})", stage="augment_cpu")
     result["augment_cpu"] = augment_cpu(raw_files, size, "raw", settings["augment_level"],
                                         settings["augment_batch_size"], settings["augment_batches"],
                                         repeats, settings["seed"])
     result["augment_cpu_img_s"] = result["augment_cpu"]["img_s"]
 
-    log(f"cached vs uncached epochs ({settings['cache_model']}, {settings['cache_image_size']}px)")
+    log(f"cached vs uncached epochs ({settings['cache_model']}, {settings['cache_image_size']}px)",
+        stage="cached_epochs")
     cache_labels = os.path.join(work, "cache-labels.txt")
     _subset_labels(info["labels_txt"], cache_labels, settings["cache_records"])
     cache_data = os.path.join(work, "cache-data")
-    result["convert"]["cache_records"] = run_converter(
-        cache_labels, info["images_dir"], cache_data, settings["workers"],
-        settings["cache_image_size"], "raw")
+    # Not a measurement: converted in this process (no interpreter start-up, no worker pool).
+    from tfrecords_tool import convert
+    convert.convert(cache_data, info["images_dir"], cache_labels,
+                    image_size=settings["cache_image_size"], image_format="raw", split_name="train")
     uncached_s, cached_s, details = cached_epochs(
         cache_data, settings["cache_model"], settings["cache_batch_size"], settings["shuffle_buffer"],
-        settings["seed"], repeats, os.path.join(work, "feature_cache"))
+        settings["seed"], settings["timed_epochs"], os.path.join(work, "feature_cache"))
     result["cached_epochs"] = details
     result["uncached_epoch_s"] = uncached_s
     result["cached_epoch_s"] = cached_s
     result["cached_epoch_speedup"] = uncached_s / cached_s
 
+    log(None)
+    result["stage_s"] = dict(_STAGES)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     targets = {
         "convert_scaling": _target(result["convert_scaling"], TARGET_CONVERT_SCALING, "x"),
@@ -516,8 +538,9 @@ def table(result):
 def settings_from_flags():
     names = ["pages_per_class", "max_side", "seed", "image_size", "seed_batch_size", "workers",
              "batch_size", "shuffle_buffer", "record_copies", "warmup_batches", "timed_batches",
-             "repeats", "augment_level", "augment_batch_size", "augment_batches", "cache_model",
-             "cache_image_size", "cache_records", "cache_batch_size"]
+             "png_timed_batches", "repeats", "augment_level", "augment_batch_size",
+             "augment_batches", "cache_model", "cache_image_size", "cache_records",
+             "cache_batch_size", "timed_epochs"]
     settings = {name: getattr(FLAGS, name) for name in names}
     settings.update(seed_loader="keras ImageDataGenerator(rescale=1/255).flow_from_dataframe("
                                 "x_col='path', y_col='label' (str), class_mode='categorical', "

@@ -96,8 +96,8 @@ def _optimizer(learning_rate):
 
 def cached_training(strategy, model, manifest):
     """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
-    backbone, head = models.split_backbone_head(model)
-    with strategy.scope():
+    with strategy.scope():  # the head Model must be created in the scope to fit distributed
+        backbone, head = models.split_backbone_head(model)
         compile_(head)
 
     def cached(split, training):

@@ -1,0 +1,93 @@
+"""Distributed training as real processes: two logical CPU replicas (MirroredStrategy) train like
+one device, and a two-process MultiWorkerMirroredStrategy cluster on localhost completes."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from trainer_fixtures import (base_args, clean_env, epochs_from_output, free_ports, run_all,
+                              scalars, start_trainer)
+from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
+
+
+@pytest.fixture(scope="module")
+def replica_runs(trainer_data, tmp_path_factory):  # noqa: F811
+    """Same seed, same global batch, deterministic: one device (image pipeline), two replicas
+    (image pipeline) and two replicas with the feature cache."""
+    tmp = tmp_path_factory.mktemp("replicas")
+    same = ["--deterministic", "--seed=5", "--batch_size=16", "--shuffle_buffer=64"]
+    runs = {
+        "one": base_args(trainer_data(32), tmp / "one", *same, "--nofeature_cache", epochs=2),
+        "two": base_args(trainer_data(32), tmp / "two", *same, "--nofeature_cache",
+                         "--cpu_replicas=2", epochs=2),
+        "two_cached": base_args(trainer_data(32), tmp / "two_cached", *same, "--cpu_replicas=2",
+                                epochs=2),
+    }
+    procs = run_all(list(runs.values()), timeout=240, parallel=3)
+    yield {name: (proc, tmp / name) for name, proc in zip(runs, procs)}
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("run", ["two", "two_cached"])
+def test_two_cpu_replicas_train_like_one_device(replica_runs, run):
+    one, one_dir = replica_runs["one"]
+    two, two_dir = replica_runs[run]
+    one.check(0)
+    two.check(0)
+    assert "global batch 16 over 1 replicas" in one.stderr
+    assert "global batch 16 over 2 replicas" in two.stderr, two.tail()
+    assert "MirroredStrategy" in two.stderr
+    assert ("feature cache on" in two.stderr) == (run == "two_cached")
+    a = [m for _, m in epochs_from_output(one.stdout)]
+    b = [m for _, m in epochs_from_output(two.stdout)]
+    assert len(a) == len(b) == 2
+    for key in ("loss", "val_loss", "accuracy", "val_accuracy"):
+        assert [m[key] for m in b] == pytest.approx([m[key] for m in a], rel=1e-3, abs=1e-3), key
+    for split in ("train", "validation"):
+        ea, eb = scalars(one_dir / "logs" / split, "epoch_loss"), scalars(two_dir / "logs" / split,
+                                                                          "epoch_loss")
+        assert [s for s, _ in ea] == [s for s, _ in eb] == [0, 1]
+        assert [v for _, v in eb] == pytest.approx([v for _, v in ea], rel=1e-4)
+
+
+def test_two_worker_cluster_on_localhost(trainer_data, tmp_path):  # noqa: F811
+    """Two `trainer.main` processes with TF_CONFIG (MultiWorkerMirroredStrategy), the same
+    --model_dir: both exit 0, the chief (worker 0) writes final.keras and the logs, the feature
+    cache is off with the reason logged, and the gradient histograms (a collective) work."""
+    import tf_keras as keras
+    import trainer.models  # noqa: F401
+
+    ports = free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    model_dir = tmp_path / "run"
+    args = base_args(trainer_data(32), model_dir, "--steps_per_epoch=3", "--backup_every_steps=2",
+                     "--histogram_freq=1", "--strategy=multi_worker", epochs=2)
+    procs = []
+    try:
+        for index in range(2):
+            env = clean_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                                  "task": {"type": "worker", "index": index}}))
+            procs.append(start_trainer(*args, env=env, log_dir=tmp_path / "logs"))
+        for proc in procs:
+            proc.wait(timeout=240)
+    finally:
+        for proc in procs:
+            proc.kill()
+    chief, other = procs
+    for proc in procs:
+        proc.check(0)
+        assert "MultiWorkerMirroredStrategy" in proc.stderr
+        assert "global batch 16 over 2 replicas" in proc.stderr
+        assert "feature cache off: multi-worker training" in proc.stderr, proc.tail()
+        assert [e for e, _ in epochs_from_output(proc.stdout)] == [1, 2], proc.tail()
+    # Both workers report the same (all-reduced) metrics.
+    assert epochs_from_output(chief.stdout) == epochs_from_output(other.stdout)
+    assert "final model:" in chief.stdout and "final model:" not in other.stdout
+    assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == [
+        "epoch-001.weights.h5", "epoch-002.weights.h5"]
+    assert [s for s, _ in scalars(model_dir / "logs" / "train", "epoch_loss")] == [0, 1]
+    assert scalars(model_dir / "logs" / "gradients", "gradients/global_norm")
+    model = keras.models.load_model(model_dir / "final.keras")
+    images = np.zeros((2, 32, 32, 1), np.uint8)
+    assert model.predict(images, verbose=0).shape == (2, 16)
