@@ -12,7 +12,7 @@ from absl import logging
 
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from trainer import models  # noqa: F401  (registers the custom layers for load_model)
-from trainer.data import register_filesystems
+from tfrecords_tool.manifest import register_filesystems
 
 CHECKPOINTS = ("final", "best")
 

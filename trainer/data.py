@@ -9,17 +9,12 @@ import json
 import tensorflow as tf
 
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
+from tfrecords_tool.manifest import register_filesystems
 from tfrecords_tool.records import parse_batch
 
 
 class DataError(ValueError):
     """The data directory does not hold what the trainer needs."""
-
-
-def register_filesystems(path):
-    """tf.io.gfile knows gs:// natively; s3:// comes from tensorflow-io's filesystem plugins."""
-    if str(path).startswith("s3://"):
-        import tensorflow_io  # noqa: F401  (registers the s3 filesystem)
 
 
 def read_manifest(data_dir, split):
@@ -36,9 +31,15 @@ def read_manifest(data_dir, split):
 
 
 def shard_files(data_dir, split):
-    files = sorted(tf.io.gfile.glob(f"{data_dir}/{split}-?????-of-?????.tfrecord"))
+    """The split's shards as its manifest lists them (never stale shards of an older conversion)."""
+    files = [f"{data_dir}/{shard['file']}" for shard in read_manifest(data_dir, split)["shards"]
+             if shard["num_records"]]
     if not files:
-        raise DataError(f"no shards match {data_dir}/{split}-*-of-*.tfrecord")
+        raise DataError(f"{data_dir}/{split}-manifest.json lists no shard with records")
+    missing = [f for f in files if not tf.io.gfile.exists(f)]
+    if missing:
+        raise DataError(f"{len(missing)} shard(s) of {data_dir}/{split}-manifest.json are missing "
+                        f"(first: {missing[0]}); run tfrecords_tool.verify --data_dir={data_dir}")
     return files
 
 

@@ -35,7 +35,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_io as tfio  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from tfrecords_tool.decode import _TIFF_SIGNATURES as TIFF_SIGNATURES  # noqa: E402
+from tfrecords_tool.decode import TIFF_SIGNATURES  # noqa: E402
 from trainer import artifacts  # noqa: E402
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")

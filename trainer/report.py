@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from trainer.data import register_filesystems  # noqa: E402
+from tfrecords_tool.manifest import register_filesystems  # noqa: E402
 
 # --log_dir is absl.logging's own flag (as in trainer.main): here, the TensorBoard log dir to read.
 flags.DEFINE_string("output", "report", "Directory for the PNGs and index.html.")
