@@ -81,7 +81,7 @@ def test_measured_what_it_says(bench):
     assert result["convert"]["workers_all"][0]["workers"] == result["settings"]["workers"]
     assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]
     assert result["pipeline"]["png"]["batch_shape"] == [16, 64, 64, 1]
-    assert "note" in result["pipeline"]["augment"]
+    assert "note" in result["pipeline"]["augment"] and "pipeline_img_s_augment" in result["notes"]
     assert result["bytes_per_record_raw"] > 64 * 64  # the pixels plus the Example's fields
     cached = result["cached_epochs"]
     assert cached["image_size"] == 128 and cached["model"] == "model1"

@@ -2,6 +2,7 @@
 one device, and a two-process MultiWorkerMirroredStrategy cluster on localhost completes."""
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -69,8 +70,18 @@ def test_two_worker_cluster_on_localhost(trainer_data, tmp_path):  # noqa: F811
             env = clean_env(TF_CONFIG=json.dumps({"cluster": cluster,
                                                   "task": {"type": "worker", "index": index}}))
             procs.append(start_trainer(*args, env=env, log_dir=tmp_path / "logs"))
+        # A worker that fails leaves the other waiting in a collective: give it a little time.
+        deadline, failed_at = time.monotonic() + 240, None
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > 20:
+                break
+            time.sleep(0.1)
         for proc in procs:
-            proc.wait(timeout=240)
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
     finally:
         for proc in procs:
             proc.kill()

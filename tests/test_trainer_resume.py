@@ -92,9 +92,11 @@ def test_kill9_mid_epoch_then_the_same_command_resumes(trainer_data, tmp_path): 
 
 def test_kill9_while_saving_an_epoch_leaves_no_broken_checkpoint(trainer_data, tmp_path):  # noqa: F811
     """Killed right when epoch 2's checkpoint is being written: every checkpoint file there is
-    complete, and the rerun writes epoch 2's checkpoint (the epoch end is not skipped)."""
+    complete, and the rerun writes epoch 2's checkpoint (the epoch end is not skipped).
+    The rerun also changes --learning_rate: the resumed optimizer uses the new one (not the
+    one in the backup), as when rerunning with a lower rate after a NaN."""
     model_dir = tmp_path / "run"
-    args = _resumable_args(trainer_data(32), model_dir)
+    args = _resumable_args(trainer_data(32), model_dir, "--learning_rate=1e-3")
     proc = start_trainer(*args, log_dir=tmp_path / "logs")
     try:
         wait_for(lambda: any((model_dir / "checkpoints").glob("*epoch-002*")), 180, proc,
@@ -105,9 +107,15 @@ def test_kill9_while_saving_an_epoch_leaves_no_broken_checkpoint(trainer_data, t
         proc.kill()
     for path in (model_dir / "checkpoints").glob("epoch-*.weights.h5"):
         assert _loadable(path), path
-    again = run_trainer(*args, timeout=240, log_dir=tmp_path / "logs")
+    again = run_trainer(*args, "--learning_rate=2e-3", timeout=240, log_dir=tmp_path / "logs")
     _finished(again, model_dir)
-    assert epoch_headers(again.stdout)[0] in (2, 3), again.tail()
+    resumed_at = epoch_headers(again.stdout)[0]
+    assert resumed_at in (2, 3), again.tail()
+    rates = dict(scalars(model_dir / "logs" / "train", "epoch_learning_rate"))
+    assert rates[0] == pytest.approx(1e-3)
+    assert [rates[e] for e in range(resumed_at - 1, EPOCHS)] == pytest.approx(
+        [2e-3] * (EPOCHS - resumed_at + 1)), rates
+    assert "learning rate 0.002 (the resumed state had 0.001)" in again.stderr
 
 
 def test_sigterm_saves_state_exits_143_and_resumes(trainer_data, tmp_path):  # noqa: F811

@@ -5,9 +5,11 @@ verbose output and TensorBoard event files.
 
 Every process gets a timeout and is killed (with its process group) when a test gives up on it.
 """
+import atexit
 import glob
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,12 +37,22 @@ def clean_env(**extra):
     return env
 
 
+def _default_log_dir():
+    if not _LOG_DIRS:
+        _LOG_DIRS.append(tempfile.mkdtemp(prefix="trainer-test-logs-"))
+        atexit.register(shutil.rmtree, _LOG_DIRS[0], True)
+    return _LOG_DIRS[0]
+
+
+_LOG_DIRS = []
+
+
 class Proc:
     """A `python -m module args...` child in its own process group; output goes to files."""
 
     def __init__(self, module, args, env=None, log_dir=None):
         self.args = [sys.executable, "-m", module, *map(str, args)]
-        log_dir = Path(log_dir or tempfile.mkdtemp(prefix="proc-"))
+        log_dir = Path(log_dir or _default_log_dir())
         log_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f"{module}-", suffix=".log", dir=log_dir)
         os.close(fd)

@@ -58,6 +58,22 @@ TARGET_PIPELINE_VS_SEED = 30.0      # pipeline_img_s / seed_loader_img_s
 TARGET_PIPELINE_PER_CORE = 5000.0   # pipeline_img_s per CPU core, at image size 224
 TARGET_CACHED_SPEEDUP = 10.0        # uncached / cached epoch time
 
+NOTES = {
+    "throughput": "every img/s figure is the best of --repeats measurements (all samples are "
+                  "recorded next to it): on a shared machine other processes only slow one down",
+    "convert": "pages/s as printed by the converter itself (pages / seconds from its first page "
+               "to its last shard written): interpreter start-up and pool creation excluded",
+    "pipeline_img_s_augment": "with --augment=light/strong trainer.main builds the host pipeline "
+                              "with the same data.image_dataset call (the feature cache is off); "
+                              "augmentation runs inside the model, on the accelerator, so this is "
+                              "a second measurement of the same pipeline",
+    "augment_cpu_img_s": "the augmentation layer alone (training=True, in a tf.function) on this "
+                         "machine's CPU: what augmenting on the host would cost",
+    "cached_epoch_speedup": "fastest timed epoch of model.fit over image records (VGG16 forward "
+                            "every step) / fastest timed epoch of head.fit over the feature cache; "
+                            "the cache is built once (cached_epochs.cache_build_s)",
+}
+
 _SUMMARY = re.compile(r"converted (\d+) pages into (\d+) shards in ([\d.]+) s \(([\d.]+) pages/s\): "
                       r"(\d+) records, (\d+) skipped")
 
@@ -445,10 +461,7 @@ def run(settings, work):
                                          **dict(common, timed=settings["png_timed_batches"]))
     log("pipeline: as built with --augment (the same function)", stage="pipeline_augment")
     result["pipeline"]["augment"] = pipeline(raw_copies, size, "raw", **common)
-    result["pipeline"]["augment"]["note"] = (
-        "with --augment=light/strong trainer.main builds the host pipeline with the same "
-        "data.image_dataset call (the feature cache is off); augmentation runs inside the model, "
-        "on the accelerator, so this is a second measurement of the same pipeline")
+    result["pipeline"]["augment"]["note"] = NOTES["pipeline_img_s_augment"]
     result["pipeline_img_s"] = result["pipeline"]["raw"]["img_s"]
     result["pipeline_img_s_png"] = result["pipeline"]["png"]["img_s"]
     result["pipeline_img_s_augment"] = result["pipeline"]["augment"]["img_s"]
@@ -497,6 +510,7 @@ def run(settings, work):
     if size != 224:
         targets["pipeline_img_s_per_core"]["note"] = "the target is for image size 224"
     result["targets"] = targets
+    result["notes"] = NOTES
     return result
 
 

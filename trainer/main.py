@@ -183,6 +183,9 @@ def train(strategy):
     tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps,
                                               write_graph=True)
     middle = [
+        # After `first` restored a backup: the optimizers' learning rates are the flags', not the
+        # backed-up ones, so that a rerun with another --learning_rate (e.g. after a NaN) uses it.
+        keras.callbacks.LambdaCallback(on_train_begin=lambda logs: _apply_learning_rates(fitted)),
         callbacks.LearningRateLogger(),
         tensorboard,
         # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
@@ -214,6 +217,17 @@ def train(strategy):
     if chief:
         print(f"final model: {final_path}\nTensorBoard logs: {log_dir}\n"
               f"  open them with: tensorboard --logdir {log_dir}")
+
+
+def _apply_learning_rates(model):
+    for optimizer, rate in ((model.optimizer, FLAGS.learning_rate),
+                            (getattr(model, "backbone_optimizer", None), FLAGS.backbone_learning_rate)):
+        if optimizer is None:
+            continue
+        restored = float(keras.backend.get_value(optimizer.learning_rate))
+        if abs(restored - rate) > 1e-12 * max(abs(rate), 1.0):
+            logging.info("learning rate %g (the resumed state had %g)", rate, restored)
+            optimizer.learning_rate = rate
 
 
 def _data_loss_message(error):
