@@ -15,7 +15,7 @@ TINY_FLAGS = {
     "pages_per_class": 2, "max_side": 200, "image_size": 64, "repeats": 1, "batch_size": 16,
     "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
-    "png_timed_batches": 2, "timed_epochs": 1,
+    "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2,
 }
 
 FIGURES = [
@@ -75,8 +75,13 @@ def test_measured_what_it_says(bench):
     assert result["sample"]["pages"] == pages
     assert result["seed_loader"]["images_per_pass"] == pages
     assert result["seed_loader"]["batch_shape"][1:] == [64, 64, 3]
-    for run in result["convert"]["workers_1"] + result["convert"]["workers_all"]:
-        assert run["records"] == pages and run["skipped"] == 0
+    runs = result["convert"]["workers_1"] + result["convert"]["workers_all"]
+    assert len(runs) == 2 * TINY_FLAGS["convert_repeats"]
+    for run in runs + [result["convert"]["png"]]:
+        assert run["pages"] == run["records"] == pages and run["skipped"] == 0
+        assert run["img_s"] == pytest.approx(pages / run["seconds"], rel=1e-3)
+    assert result["convert"]["png"]["image_format"] == "png"
+    assert result["convert"]["cache_records"]["records"] == 32
     assert result["convert"]["workers_1"][0]["workers"] == 1
     assert result["convert"]["workers_all"][0]["workers"] == result["settings"]["workers"]
     assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]

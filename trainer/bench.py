@@ -8,9 +8,10 @@ directory), it measures and writes to --output (JSON), and prints as a table:
 - seed_loader_img_s: the reference notebook's input, keras ImageDataGenerator(rescale=1/255)
   .flow_from_dataframe(...) over the TIFF files (224x224, rgb, batch 32, categorical), images/s
   of one full pass (len(gen) batches).
-- convert_img_s_1 / convert_img_s_all / convert_scaling: pages/s of the real converter
-  (`python -m tfrecords_tool.convert`, a subprocess) with --workers=1 and with all cores, read
-  from the converter's own summary line, so interpreter start-up and pool creation are excluded.
+- convert_img_s_1 / convert_img_s_all / convert_scaling: pages/s of the converter (the
+  tfrecords_tool.convert.convert() that `python -m tfrecords_tool.convert` runs, in a helper
+  process that forks its pool as the CLI does) with 1 worker and with all cores; interpreter
+  start-up and pool creation are excluded. convert_img_s_png: the same with --image_format=png.
 - pipeline_img_s (raw records), pipeline_img_s_png (--image_format=png) and
   pipeline_img_s_augment: images/s that `trainer.data.image_dataset(..., training=True)`, called
   as trainer/main.py calls it, delivers in steady state (after --warmup_batches, over
@@ -22,15 +23,14 @@ directory), it measures and writes to --output (JSON), and prints as a table:
 - the machine (cores, CPU model, TF version, GPUs, load average, a check of how many cores this
   process can actually get in parallel) and every setting used.
 
-Every throughput is the best of --repeats measurements (all samples are in the JSON too): on a
-shared machine other processes only ever make a measurement slower. The figures are what was
-measured on this machine at this time; nothing is extrapolated.
+Every throughput is the best of --repeats (conversions: --convert_repeats) measurements, all
+samples are in the JSON too: on a shared machine other processes only ever make a measurement
+slower. The figures are what was measured on this machine at this time; nothing is extrapolated.
 """
 import json
 import math
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -61,8 +61,10 @@ TARGET_CACHED_SPEEDUP = 10.0        # uncached / cached epoch time
 NOTES = {
     "throughput": "every img/s figure is the best of --repeats measurements (all samples are "
                   "recorded next to it): on a shared machine other processes only slow one down",
-    "convert": "pages/s as printed by the converter itself (pages / seconds from its first page "
-               "to its last shard written): interpreter start-up and pool creation excluded",
+    "convert": "pages / seconds of tfrecords_tool.convert.convert() (label file to manifest), "
+               "the function `python -m tfrecords_tool.convert` runs, in a helper process that, "
+               "like the CLI, forks its worker pool before TensorFlow does anything: interpreter "
+               "start-up and pool creation excluded; best of --convert_repeats alternating runs",
     "pipeline_img_s_augment": "with --augment=light/strong trainer.main builds the host pipeline "
                               "with the same data.image_dataset call (the feature cache is off); "
                               "augmentation runs inside the model, on the accelerator, so this is "
@@ -73,9 +75,6 @@ NOTES = {
                             "every step) / fastest timed epoch of head.fit over the feature cache; "
                             "the cache is built once (cached_epochs.cache_build_s)",
 }
-
-_SUMMARY = re.compile(r"converted (\d+) pages into (\d+) shards in ([\d.]+) s \(([\d.]+) pages/s\): "
-                      r"(\d+) records, (\d+) skipped")
 
 
 def define_flags():
@@ -103,6 +102,8 @@ def define_flags():
                          "shuffle buffer fills).", lower_bound=0)
     flags.DEFINE_integer("timed_batches", 60, "Pipeline batches timed per measurement.",
                          lower_bound=1)
+    flags.DEFINE_integer("convert_repeats", 5, "Conversions with 1 and with --workers workers "
+                         "(alternating); the fastest of each counts.", lower_bound=1)
     flags.DEFINE_integer("png_timed_batches", 20, "Batches timed per png pipeline measurement "
                          "(PNG decodes ~10x slower than raw).", lower_bound=1)
     flags.DEFINE_integer("repeats", 3, "Measurements of each throughput; the best is reported.",
@@ -217,31 +218,76 @@ def seed_loader(csv_path, images_dir, image_size, batch_size, repeats):
             "note": note}
 
 
-def run_converter(labels_file, images_dir, output_dir, workers, image_size, image_format,
-                  split="train"):
-    """Runs `python -m tfrecords_tool.convert`; returns its own summary (pages/s of the conversion
-    itself, without interpreter start-up and pool creation) and the subprocess' wall time."""
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)  # the converter keeps complete shards: start from nothing
-    command = [sys.executable, "-m", "tfrecords_tool.convert", f"--labels={labels_file}",
-               f"--images_dir={images_dir}", f"--output_dir={output_dir}", f"--workers={workers}",
-               f"--image_size={image_size}", f"--image_format={image_format}", f"--split={split}"]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+# A helper process that runs tfrecords_tool.convert.convert() -- what `python -m
+# tfrecords_tool.convert` runs -- on request. Like the CLI's main() it creates its worker pools
+# (fork) right after importing the converter, before TensorFlow touches any file or starts
+# threads, and passes one to convert(). Interpreter start-up and pool creation happen once, so each
+# conversion is timed alone and the benchmark can afford several of them (best of --repeats).
+_DRIVER = r"""
+import json, multiprocessing, os, shutil, sys, time
+from tfrecords_tool import convert
+pools = {w: multiprocessing.get_context("fork").Pool(w) for w in map(int, sys.argv[1:]) if w > 1}
+print(json.dumps({"ready": os.getpid()}), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    if os.path.exists(job["output_dir"]):
+        shutil.rmtree(job["output_dir"])  # the converter keeps complete shards: start from nothing
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if result.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-    match = _SUMMARY.search(result.stderr)
-    if not match:
-        raise RuntimeError(f"no 'converted ... pages/s' summary in the converter's output:\n"
-                           f"{result.stderr[-3000:]}")
-    pages, shards, seconds, rate, num_records, skipped = match.groups()
-    return {"pages": int(pages), "shards": int(shards), "seconds": float(seconds),
-            "img_s": float(rate), "records": int(num_records), "skipped": int(skipped),
-            "process_wall_s": round(wall, 3), "workers": workers, "image_format": image_format,
-            "command": " ".join(command[1:])}
+    convert.convert(job["output_dir"], job["images_dir"], job["labels"], image_size=job["image_size"],
+                    image_format=job["image_format"], split_name=job["split"],
+                    pool=pools.get(job["workers"]))
+    print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+for pool in pools.values():
+    pool.terminate()
+"""
+
+
+class Converter:
+    """The converter in a helper process with pools of 1 (no pool) and `workers` processes."""
+
+    def __init__(self, workers, log_path):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.log = open(log_path, "w")
+        self.process = subprocess.Popen([sys.executable, "-c", _DRIVER, "1", str(workers)], env=env,
+                                        cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.log, text=True)
+        self._reply()
+
+    def _reply(self):
+        line = self.process.stdout.readline()
+        if not line:
+            self.log.flush()
+            with open(self.log.name) as f:
+                raise RuntimeError(f"the converter helper stopped:\n{f.read()[-3000:]}")
+        return json.loads(line)
+
+    def run(self, labels_file, images_dir, output_dir, workers, image_size, image_format,
+            split="train"):
+        """Converts; returns pages/s (pages read / seconds of convert()) and the manifest's counts."""
+        job = {"labels": labels_file, "images_dir": images_dir, "output_dir": output_dir,
+               "workers": workers, "image_size": image_size, "image_format": image_format,
+               "split": split}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        seconds = self._reply()["seconds"]
+        with open(os.path.join(output_dir, f"{split}-manifest.json")) as f:
+            manifest = json.load(f)
+        pages = manifest["num_records"] + len(manifest["skipped"])
+        return {"pages": pages, "records": manifest["num_records"],
+                "skipped": len(manifest["skipped"]), "shards": len(manifest["shards"]),
+                "seconds": seconds, "img_s": pages / seconds, "workers": workers,
+                "image_size": image_size, "image_format": image_format}
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
 
 
 def best_conversion(runs):
@@ -422,25 +468,34 @@ def run(settings, work):
 
     log(f"checking parallel capacity ({cores} processes)", stage="parallel_capacity")
     result["machine"]["parallel_capacity"] = parallel_capacity(cores)
-    log("converter: --workers=1 and --workers=%d" % settings["workers"], stage="convert_raw")
-    runs = {"1": [], "all": []}
-    for _ in range(repeats):  # alternate, so a busy moment does not hit one setting only
-        for name, workers in (("1", 1), ("all", settings["workers"])):
-            runs[name].append(run_converter(info["labels_txt"], info["images_dir"],
-                                            os.path.join(work, f"raw-{name}"), workers, size, "raw"))
+    log("converter: starting the helper process and its pools", stage="convert_start")
+    workers = settings["workers"]
+    converter = Converter(workers, os.path.join(work, "converter.log"))
+    raw_dir, png_dir = os.path.join(work, "raw-all"), os.path.join(work, "png")
+    cache_labels = os.path.join(work, "cache-labels.txt")
+    cache_data = os.path.join(work, "cache-data")
+    try:
+        log(f"converter: --workers=1 and --workers={workers}", stage="convert_raw")
+        runs = {"1": [], "all": []}
+        for _ in range(settings["convert_repeats"]):  # alternating: a busy moment hits both
+            for name, count in (("1", 1), ("all", workers)):
+                runs[name].append(converter.run(info["labels_txt"], info["images_dir"],
+                                                os.path.join(work, f"raw-{name}"), count, size, "raw"))
+        log("converter: --image_format=png", stage="convert_png")
+        png = converter.run(info["labels_txt"], info["images_dir"], png_dir, workers, size, "png")
+        log("converter: records for the cached-epoch measurement", stage="convert_cache")
+        _subset_labels(info["labels_txt"], cache_labels, settings["cache_records"])
+        cache_conversion = converter.run(cache_labels, info["images_dir"], cache_data, workers,
+                                         settings["cache_image_size"], "raw")
+    finally:
+        converter.close()
     one, full = best_conversion(runs["1"]), best_conversion(runs["all"])
-    result["convert"] = {"workers_1": runs["1"], "workers_all": runs["all"]}
+    result["convert"] = {"workers_1": runs["1"], "workers_all": runs["all"], "png": png,
+                         "cache_records": cache_conversion}
     result["convert_img_s_1"] = one["img_s"]
     result["convert_img_s_all"] = full["img_s"]
     result["convert_scaling"] = full["img_s"] / one["img_s"]
     result["convert_vs_seed"] = full["img_s"] / seed["img_s"]
-    raw_dir = os.path.join(work, "raw-all")
-
-    log("converter: --image_format=png", stage="convert_png")
-    png_dir = os.path.join(work, "png")
-    png = run_converter(info["labels_txt"], info["images_dir"], png_dir, settings["workers"], size,
-                        "png")
-    result["convert"]["png"] = png
     result["convert_img_s_png"] = png["img_s"]
 
     from trainer import data
@@ -476,13 +531,6 @@ def run(settings, work):
 
     log(f"cached vs uncached epochs ({settings['cache_model']}, {settings['cache_image_size']}px)",
         stage="cached_epochs")
-    cache_labels = os.path.join(work, "cache-labels.txt")
-    _subset_labels(info["labels_txt"], cache_labels, settings["cache_records"])
-    cache_data = os.path.join(work, "cache-data")
-    # Not a measurement: converted in this process (no interpreter start-up, no worker pool).
-    from tfrecords_tool import convert
-    convert.convert(cache_data, info["images_dir"], cache_labels,
-                    image_size=settings["cache_image_size"], image_format="raw", split_name="train")
     uncached_s, cached_s, details = cached_epochs(
         cache_data, settings["cache_model"], settings["cache_batch_size"], settings["shuffle_buffer"],
         settings["seed"], settings["timed_epochs"], os.path.join(work, "feature_cache"))
@@ -552,7 +600,7 @@ def table(result):
 def settings_from_flags():
     names = ["pages_per_class", "max_side", "seed", "image_size", "seed_batch_size", "workers",
              "batch_size", "shuffle_buffer", "record_copies", "warmup_batches", "timed_batches",
-             "png_timed_batches", "repeats", "augment_level", "augment_batch_size",
+             "png_timed_batches", "repeats", "convert_repeats", "augment_level", "augment_batch_size",
              "augment_batches", "cache_model", "cache_image_size", "cache_records",
              "cache_batch_size", "timed_epochs"]
     settings = {name: getattr(FLAGS, name) for name in names}
