@@ -16,6 +16,8 @@ TINY_FLAGS = {
     "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
     "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2,
+    # model2 at 32 px: the smallest cached-epoch measurement (the default is model1 at 128 px)
+    "cache_model": "model2", "cache_image_size": 32,
 }
 
 FIGURES = [
@@ -82,6 +84,7 @@ def test_measured_what_it_says(bench):
         assert run["img_s"] == pytest.approx(pages / run["seconds"], rel=1e-3)
     assert result["convert"]["png"]["image_format"] == "png"
     assert result["convert"]["cache_records"]["records"] == 32
+    assert set(result["convert_cores_used"]) == {"1", "all"}
     assert result["convert"]["workers_1"][0]["workers"] == 1
     assert result["convert"]["workers_all"][0]["workers"] == result["settings"]["workers"]
     assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]
@@ -89,7 +92,7 @@ def test_measured_what_it_says(bench):
     assert "note" in result["pipeline"]["augment"] and "pipeline_img_s_augment" in result["notes"]
     assert result["bytes_per_record_raw"] > 64 * 64  # the pixels plus the Example's fields
     cached = result["cached_epochs"]
-    assert cached["image_size"] == 128 and cached["model"] == "model1"
+    assert cached["image_size"] == 32 and cached["model"] == "model2"
     assert cached["records"] == 32 and cached["steps_per_epoch"] == 2
     assert len(cached["uncached_epoch_s"]) == len(cached["cached_epoch_s"]) == 2  # warm-up + 1
 

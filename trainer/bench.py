@@ -38,10 +38,8 @@ import tempfile
 import time
 import types
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -108,7 +106,8 @@ def define_flags():
                          "(PNG decodes ~10x slower than raw).", lower_bound=1)
     flags.DEFINE_integer("repeats", 3, "Measurements of each throughput; the best is reported.",
                          lower_bound=1)
-    flags.DEFINE_string("augment_level", "strong", "Augmentation level of augment_cpu_img_s.")
+    flags.DEFINE_enum("augment_level", "strong", ["light", "strong"],
+                      "Augmentation level of augment_cpu_img_s.")
     flags.DEFINE_integer("augment_batch_size", 32, "Batch size of augment_cpu_img_s.", lower_bound=1)
     flags.DEFINE_integer("augment_batches", 10, "Batches timed per augment_cpu_img_s measurement.",
                          lower_bound=1)
@@ -156,7 +155,8 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-_SPIN = "import time\nt=time.perf_counter()\ns=0\nfor i in range({n}): s+=i*i\nprint(time.perf_counter()-t)"
+_SPIN = ("import time\nt = time.perf_counter()\ns = 0\nfor i in range({n}):\n    s += i * i\n"
+         "print(time.perf_counter() - t)")
 
 
 def parallel_capacity(processes, n=3_000_000):
@@ -206,14 +206,16 @@ def seed_loader(csv_path, images_dir, image_size, batch_size, repeats):
     generator = keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255).flow_from_dataframe(
         frame, directory=images_dir, x_col="path", y_col="label", target_size=(image_size, image_size),
         batch_size=batch_size, class_mode="categorical")
-    samples = []
+    samples, cpu_samples = [], []
     for _ in range(repeats):
-        start, images = time.perf_counter(), 0
+        start, cpu, images = time.perf_counter(), time.process_time(), 0
         for index in range(len(generator)):
             x, _ = generator[index]
             images += len(x)
         samples.append(images / (time.perf_counter() - start))
-    return {"img_s": max(samples), "samples": samples, "images_per_pass": images,
+        cpu_samples.append(images / max(time.process_time() - cpu, 1e-9))
+    return {"img_s": max(samples), "samples": samples, "img_per_cpu_s": cpu_samples,
+            "images_per_pass": images,
             "batches_per_pass": len(generator), "batch_shape": list(x.shape), "dtype": str(x.dtype),
             "note": note}
 
@@ -228,15 +230,30 @@ import json, multiprocessing, os, shutil, sys, time
 from tfrecords_tool import convert
 pools = {w: multiprocessing.get_context("fork").Pool(w) for w in map(int, sys.argv[1:]) if w > 1}
 print(json.dumps({"ready": os.getpid()}), flush=True)
+
+def cpu_seconds(pool):
+    # user + system CPU time of this process and the pool's workers (Linux /proc), else None
+    try:
+        ticks = 0
+        for pid in [os.getpid()] + [worker.pid for worker in (pool._pool if pool else [])]:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
 for line in sys.stdin:
     job = json.loads(line)
     if os.path.exists(job["output_dir"]):
         shutil.rmtree(job["output_dir"])  # the converter keeps complete shards: start from nothing
-    start = time.perf_counter()
+    pool = pools.get(job["workers"])
+    cpu, start = cpu_seconds(pool), time.perf_counter()
     convert.convert(job["output_dir"], job["images_dir"], job["labels"], image_size=job["image_size"],
-                    image_format=job["image_format"], split_name=job["split"],
-                    pool=pools.get(job["workers"]))
-    print(json.dumps({"seconds": time.perf_counter() - start}), flush=True)
+                    image_format=job["image_format"], split_name=job["split"], pool=pool)
+    seconds, cpu_end = time.perf_counter() - start, cpu_seconds(pool)
+    print(json.dumps({"seconds": seconds,
+                      "cpu_s": None if cpu is None or cpu_end is None else cpu_end - cpu}), flush=True)
 for pool in pools.values():
     pool.terminate()
 """
@@ -270,14 +287,18 @@ class Converter:
                "split": split}
         self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
-        seconds = self._reply()["seconds"]
+        reply = self._reply()
+        seconds, cpu_s = reply["seconds"], reply["cpu_s"]
         with open(os.path.join(output_dir, f"{split}-manifest.json")) as f:
             manifest = json.load(f)
         pages = manifest["num_records"] + len(manifest["skipped"])
         return {"pages": pages, "records": manifest["num_records"],
                 "skipped": len(manifest["skipped"]), "shards": len(manifest["shards"]),
                 "seconds": seconds, "img_s": pages / seconds, "workers": workers,
-                "image_size": image_size, "image_format": image_format}
+                "image_size": image_size, "image_format": image_format,
+                # CPU time of the converter and its workers: how many cores it actually got
+                "cpu_s": cpu_s, "cores_used": cpu_s / seconds if cpu_s else None,
+                "img_per_cpu_s": pages / cpu_s if cpu_s else None}
 
     def close(self):
         if self.process.poll() is None:
@@ -497,6 +518,7 @@ def run(settings, work):
     result["convert_scaling"] = full["img_s"] / one["img_s"]
     result["convert_vs_seed"] = full["img_s"] / seed["img_s"]
     result["convert_img_s_png"] = png["img_s"]
+    result["convert_cores_used"] = {"1": one["cores_used"], "all": full["cores_used"]}
 
     from trainer import data
     raw_files, png_files = data.shard_files(raw_dir, "train"), data.shard_files(png_dir, "train")
@@ -550,9 +572,12 @@ def run(settings, work):
                                            TARGET_PIPELINE_PER_CORE, "img/s/core"),
         "cached_epoch_speedup": _target(result["cached_epoch_speedup"], TARGET_CACHED_SPEEDUP, "x"),
     }
+    used = full["cores_used"]
     targets["convert_scaling"]["note"] = (
-        f"cores this process could get in parallel just before (machine.parallel_capacity): "
-        f"{result['machine']['parallel_capacity']} of {cores}")
+        f"the {workers}-worker conversion got {used:.2f} cores on average (CPU time / wall time)"
+        if used else "CPU time of the conversion not available") + (
+        f"; a parallel-capacity check just before got {result['machine']['parallel_capacity']} "
+        f"of {cores} cores")
     if settings["workers"] != 2 or cores != 2:
         targets["convert_scaling"]["note"] += "; the 1.7x target is for 2 workers on 2 cores"
     if size != 224:
@@ -562,12 +587,18 @@ def run(settings, work):
     return result
 
 
+def _cores(used):
+    return f" (got {used:.2f} cores)" if used else ""
+
+
 def table(result):
     rows = [
         ("seed_loader_img_s", result["seed_loader_img_s"], "reference ImageDataGenerator"),
-        ("convert_img_s_1", result["convert_img_s_1"], "converter, 1 worker"),
+        ("convert_img_s_1", result["convert_img_s_1"],
+         f"converter, 1 worker{_cores(result['convert_cores_used']['1'])}"),
         ("convert_img_s_all", result["convert_img_s_all"],
-         f"converter, {result['settings']['workers']} workers"),
+         f"converter, {result['settings']['workers']} workers"
+         f"{_cores(result['convert_cores_used']['all'])}"),
         ("convert_scaling", result["convert_scaling"], ""),
         ("convert_img_s_png", result["convert_img_s_png"], "converter, png"),
         ("pipeline_img_s", result["pipeline_img_s"], "tf.data, raw records"),
@@ -618,8 +649,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.cache_model == "model1" and FLAGS.cache_image_size < 128:
         raise app.UsageError("--cache_model=model1 needs --cache_image_size >= 128")
-    if FLAGS.augment_level not in ("light", "strong"):
-        raise app.UsageError("--augment_level must be light or strong")
     settings = settings_from_flags()
     start = time.perf_counter()
     work = tempfile.mkdtemp(prefix="bench-", dir=FLAGS.work_dir)

@@ -67,7 +67,8 @@ class GradientHistograms(keras.callbacks.Callback):
         @tf.function
         def compute(images, labels):
             per_replica = strategy.run(replica_fn, args=(images, labels))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return tf.nest.map_structure(
+                lambda g: strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None), per_replica)
 
         return compute
 

@@ -10,7 +10,6 @@ strategies (--strategy, --cpu_replicas); only the chief writes.
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import io  # noqa: E402
 import json  # noqa: E402

@@ -29,7 +29,6 @@ which load_page refuses, decodes here with its missing part blank or garbled.
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_io as tfio  # noqa: E402

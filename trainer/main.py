@@ -9,20 +9,10 @@ import os
 import re
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from tensorflow.python.autograph.core import config as _autograph_config  # noqa: E402
-
-# AutoGraph leaves the `keras` package alone (DoNotConvert rule) but not `tf_keras`, so the first
-# fit() of every run transpiled hundreds of tf_keras functions (~10 s on 2 CPU cores per trace).
-# Treat tf_keras like Keras 2 always was; our own code (trainer.*) is still converted.
-if not any(getattr(rule, "_prefix", None) == "tf_keras"
-           for rule in _autograph_config.CONVERSION_RULES):
-    _autograph_config.CONVERSION_RULES = ((_autograph_config.DoNotConvert("tf_keras"),)
-                                          + tuple(_autograph_config.CONVERSION_RULES))
 
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
                      feature_cache, models)  # noqa: E402

@@ -10,7 +10,6 @@ is 1, the other pages are still classified.
 import os
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import json  # noqa: E402
 

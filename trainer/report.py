@@ -13,7 +13,6 @@ import os
 import re
 import sys
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import matplotlib  # noqa: E402
 
