@@ -3,7 +3,7 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from tensorflow.python.autograph.core import config as _autograph_config  # noqa: E402
+from tensorflow.python.autograph.core import config as _autograph_config
 
 # AutoGraph leaves the `keras` package alone (DoNotConvert rule) but not `tf_keras`, so the first
 # fit() of every run transpiled hundreds of tf_keras functions (~10 s on 2 CPU cores per trace).

@@ -40,11 +40,11 @@ import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import app, flags  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
+from absl import app, flags
 
-from tfrecords_tool import sample  # noqa: E402
+from tfrecords_tool import sample
 
 FLAGS = flags.FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -419,8 +419,8 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
               verbose=0)
 
     # trainer.main.cached_training()
-    backbone, head = models.split_backbone_head(model)
     with strategy.scope():
+        backbone, head = models.split_backbone_head(model)
         models.compile_model(head, keras.optimizers.Adam(1e-3))
     start = time.perf_counter()
     cache_files = feature_cache.build(

@@ -7,23 +7,21 @@ precision/recall/F1, confusion matrix with rows = true class) and `confusion_mat
 logs the same to TensorBoard in `{model_dir}/logs/eval-{split}`. Runs under the training
 strategies (--strategy, --cpu_replicas); only the chief writes.
 """
-import os
 import sys
 
+import io
+import json
 
-import io  # noqa: E402
-import json  # noqa: E402
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+from absl import app, flags, logging
 
-from trainer import artifacts, data, distribute  # noqa: E402
+from trainer import artifacts, data, distribute
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
 flags.DEFINE_string("data_dir", None,

@@ -26,16 +26,14 @@ libtiff reduces 16-bit samples to their high byte (load_page rounds v * 255 / 65
 grey level apart), and a file whose compressed data is cut short after an intact directory,
 which load_page refuses, decodes here with its missing part blank or garbled.
 """
-import os
 import sys
 
+import tensorflow as tf
+import tensorflow_io as tfio
+from absl import app, flags
 
-import tensorflow as tf  # noqa: E402
-import tensorflow_io as tfio  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from tfrecords_tool.decode import TIFF_SIGNATURES  # noqa: E402
-from trainer import artifacts  # noqa: E402
+from tfrecords_tool.decode import TIFF_SIGNATURES
+from trainer import artifacts
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
 flags.DEFINE_enum("checkpoint", "final", artifacts.CHECKPOINTS, "Which saved model to export.")

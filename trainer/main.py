@@ -5,17 +5,15 @@
 Run the same command again after a kill or preemption and it resumes where it stopped.
 """
 import json
-import os
 import re
 import sys
 
-
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
+from absl import app, flags, logging
 
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
-                     feature_cache, models)  # noqa: E402
+                     feature_cache, models)
 
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")

@@ -7,17 +7,15 @@ input size. Prints one line per page (`page1.tif: letter 0.912, memo 0.051, form
 JSON document; a page that cannot be read gets an error line (on stderr) and the exit status
 is 1, the other pages are still classified.
 """
-import os
 import sys
 
+import json
 
-import json  # noqa: E402
+import numpy as np
+from absl import app, flags
 
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from tfrecords_tool.decode import PageError, load_page  # noqa: E402
-from trainer import artifacts  # noqa: E402
+from tfrecords_tool.decode import PageError, load_page
+from trainer import artifacts
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
 flags.DEFINE_enum("checkpoint", "final", artifacts.CHECKPOINTS, "Which saved model to use.")

@@ -13,16 +13,15 @@ import os
 import re
 import sys
 
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-from tfrecords_tool.manifest import register_filesystems  # noqa: E402
+from tfrecords_tool.manifest import register_filesystems
 
 # --log_dir is absl.logging's own flag (as in trainer.main): here, the TensorBoard log dir to read.
 flags.DEFINE_string("output", "report", "Directory for the PNGs and index.html.")
