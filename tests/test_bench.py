@@ -15,7 +15,7 @@ TINY_FLAGS = {
     "pages_per_class": 2, "max_side": 200, "image_size": 64, "repeats": 1, "batch_size": 16,
     "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
-    "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2,
+    "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2, "convert_budget_s": 0.0,
     # model2 at 32 px: the smallest cached-epoch measurement (the default is model1 at 128 px)
     "cache_model": "model2", "cache_image_size": 32,
 }
