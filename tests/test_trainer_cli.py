@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from trainer_fixtures import base_args, epochs_from_output, read_events, run_all, scalars
+from trainer_fixtures import (base_args, epochs_from_output, read_events, run_all, run_trainer,
+                              scalars)
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
 SPEC_COUNTS = {  # SPEC.md, 224x224 input, 16 classes: total, trainable, non-trainable
@@ -290,3 +291,23 @@ def test_augmentation_turns_the_cache_off_and_says_why(cache_runs):
     assert "feature cache off: --augment=light" in proc.stderr, proc.tail()
     assert not (model_dir / "feature_cache").exists()
     assert (model_dir / "final.keras").exists()
+
+
+def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_data, tmp_path):  # noqa: F811
+    """model3 fine-tunes block4_conv3..block5 at --backbone_learning_rate, the head at
+    --learning_rate: with the backbone rate at 0 the VGG16 weights stay, the head's move."""
+    import tf_keras as keras
+    import trainer.models  # noqa: F401  (registers the custom classes for load_model)
+
+    model_dir = tmp_path / "m3"
+    run_trainer(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=3",
+                           "--backbone_learning_rate=0", model="model3", epochs=1),
+                timeout=240).check(0)
+    trained = keras.models.load_model(model_dir / "final.keras")
+    keras.utils.set_random_seed(0)  # as trainer.main does before building: the same initial weights
+    initial = trainer.models.build_model("model3", 32, 16, "none")
+    vgg_after, vgg_before = trained.get_layer("vgg16"), initial.get_layer("vgg16")
+    np.testing.assert_array_equal(vgg_after.get_layer("block5_conv3").get_weights()[0],
+                                  vgg_before.get_layer("block5_conv3").get_weights()[0])
+    assert not np.array_equal(trained.get_layer("conv_fc1").get_weights()[0],
+                              initial.get_layer("conv_fc1").get_weights()[0])
