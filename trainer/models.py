@@ -13,8 +13,8 @@ Every model takes uint8 grayscale images [S, S, 1] and does the VGG16 preprocess
 
 `build_model` returns a `TransferModel`: a functional model whose `train_step` can apply a
 separate optimizer to the trainable VGG16 variables. The class is registered, so
-`model.save(path)` / `keras.models.load_model(path)` work; `save_model` saves a plain functional
-copy (no optimizer state, no custom class needed) for the final export.
+`model.save(path)` / `keras.models.load_model(path)` (safe mode) work once trainer.models is
+imported.
 """
 import os
 import tempfile
@@ -211,13 +211,3 @@ def split_backbone_head(model):
         x = layer(x)
     return backbone, keras.Model(features, x, name=f"{model.name}_head")
 
-
-def save_model(model, path):
-    """Saves the final model as a plain functional keras Model, without optimizer state.
-
-    Loads with `keras.models.load_model(path)` (safe_mode; only `trainer.VGGPreprocess` is
-    needed, which importing trainer.models registers). `path`: a .keras file, or a SavedModel
-    directory for other extensions.
-    """
-    plain = keras.Model(model.inputs, model.outputs, name=model.name)
-    plain.save(path)  # not compiled: no optimizer state
