@@ -311,3 +311,11 @@ def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_dat
                                   vgg_before.get_layer("block5_conv3").get_weights()[0])
     assert not np.array_equal(trained.get_layer("conv_fc1").get_weights()[0],
                               initial.get_layer("conv_fc1").get_weights()[0])
+
+
+def test_only_the_newest_epoch_checkpoints_are_kept(trainer_data, tmp_path):  # noqa: F811
+    model_dir = tmp_path / "keep"
+    run_trainer(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=2",
+                           "--keep_epoch_checkpoints=2", epochs=3), timeout=240).check(0)
+    kept = sorted(p.name for p in (model_dir / "checkpoints").glob("epoch-*.weights.h5"))
+    assert kept == ["epoch-002.weights.h5", "epoch-003.weights.h5"]

@@ -136,15 +136,16 @@ def check_writable(model_dir):
 
 
 class SaveCheckpoints(keras.callbacks.Callback):
-    """Each epoch: `checkpoints/epoch-NNN.weights.h5`, and `best.keras` when val_accuracy improved.
+    """Each epoch: `checkpoints/epoch-NNN.weights.h5` (the newest `keep` of them, 0 = all; each
+    holds the whole model, ~59 MB with VGG16), and `best.keras` when val_accuracy improved.
 
     Saves `full_model`, which is not the fitted model when only the head trains on cached
     features. The best score lives in `best.json` so that a resumed run keeps comparing with it.
     """
 
-    def __init__(self, model_dir, full_model, chief):
+    def __init__(self, model_dir, full_model, chief, keep=0):
         super().__init__()
-        self._dir, self._full_model, self._chief = model_dir, full_model, chief
+        self._dir, self._full_model, self._chief, self._keep = model_dir, full_model, chief, keep
         self._best_json = f"{model_dir}/best.json"
         self._best = -1.0
         if tf.io.gfile.exists(self._best_json):
@@ -170,6 +171,10 @@ class SaveCheckpoints(keras.callbacks.Callback):
             return
         _save_atomically(self._full_model.save_weights,
                          f"{self._dir}/checkpoints/epoch-{epoch + 1:03d}.weights.h5")
+        if self._keep:
+            saved = sorted(tf.io.gfile.glob(f"{self._dir}/checkpoints/epoch-*.weights.h5"))
+            for old in saved[:-self._keep]:
+                tf.io.gfile.remove(old)
         if improved:
             self._best = float(accuracy)
             _save_atomically(self._full_model.save, f"{self._dir}/best.keras")
@@ -185,7 +190,7 @@ def _save_atomically(save, path):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief):
+def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief, keep_epochs=0):
     """(first, last): callbacks to run before all others and after all others.
 
     First: stop on a non-finite loss; restore the backup, and back up every N steps.
@@ -194,7 +199,7 @@ def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief):
     tf.io.gfile.makedirs(f"{model_dir}/checkpoints")
     backup = _StepBackup(f"{model_dir}/backup", save_freq=backup_every_steps)
     return ([StopOnNonFiniteLoss(), backup],
-            [SaveCheckpoints(model_dir, full_model, chief), StateBackup(backup)])
+            [SaveCheckpoints(model_dir, full_model, chief, keep_epochs), StateBackup(backup)])
 
 
 def save_final_model(model, path, chief):

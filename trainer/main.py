@@ -35,6 +35,8 @@ flags.DEFINE_bool("deterministic", False, "Deterministic input order and ops (sl
 flags.DEFINE_integer("shuffle_buffer", 4096, "Records in the shuffle buffer.")
 flags.DEFINE_integer("histogram_freq", 1, "Log gradient/weight histograms every N epochs (0: never).")
 flags.DEFINE_integer("log_every_steps", 50, "Write step-level scalars every N steps.")
+flags.DEFINE_integer("keep_epoch_checkpoints", 5,
+                     "Keep the newest N checkpoints/epoch-NNN.weights.h5 (0: all).")
 flags.DEFINE_integer("backup_every_steps", 200, "Back up the training state every N steps.")
 flags.DEFINE_enum("early_stopping", "none", ["none", "val_loss", "reference"],
                   "val_loss: Keras EarlyStopping on val_loss with --patience; reference: the "
@@ -167,7 +169,7 @@ def train(strategy):
 
     log_dir = FLAGS.log_dir or f"{FLAGS.model_dir}/logs"
     first, last = checkpointing.checkpoint_callbacks(FLAGS.model_dir, FLAGS.backup_every_steps,
-                                                     model, chief)
+                                                     model, chief, FLAGS.keep_epoch_checkpoints)
     tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps,
                                               write_graph=True)
     middle = [
