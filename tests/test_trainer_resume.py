@@ -222,3 +222,29 @@ def test_nan_loss_stops_with_exit_3_and_keeps_the_checkpoints(finished_run, tmp_
         assert after.get(path) == stamp, path
     assert sorted(after) == sorted(before), "a checkpoint was written after the NaN"
     assert {"checkpoints/epoch-001.weights.h5", "final.keras"} <= {str(p) for p in before}
+
+
+def test_a_resumed_run_replays_finished_epochs_into_the_stopping_rules(tmp_path):
+    """The reference rule needs the three val_accuracies before the latest one; after a resume
+    at epoch 4 they come from history.json, so epoch 4's drop still stops training."""
+    import json
+
+    import tf_keras as keras
+
+    from trainer import callbacks, checkpointing
+
+    history = tmp_path / "history.json"
+    history.write_text(json.dumps({str(e): {"loss": 1.0, "val_loss": 1.0, "val_accuracy": acc}
+                                   for e, acc in enumerate([0.5, 0.6, 0.7, 0.9])}))
+    rule = callbacks.ReferenceStopping()
+    replay = checkpointing.EpochHistory(str(history), [rule], chief=True)
+    model = keras.Sequential([keras.layers.Dense(1)])
+    for callback in (rule, replay):
+        callback.set_model(model)
+        callback.on_train_begin()
+    replay.on_epoch_begin(3)  # resumed at epoch index 3: epochs 0-2 are replayed, 3 is dropped
+    assert rule.val_accuracies == [0.5, 0.6, 0.7] and not model.stop_training
+    rule.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.4})
+    replay.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.4})
+    assert model.stop_training and "lower than each of the previous 3" in rule.stop_reason
+    assert json.loads(history.read_text())["3"]["val_accuracy"] == 0.4

@@ -62,6 +62,37 @@ class StateBackup(keras.callbacks.Callback):
                             "run the same command again to resume")
 
 
+class EpochHistory(keras.callbacks.Callback):
+    """Keeps each finished epoch's logs in `{model_dir}/history.json` (after the epoch-end backup,
+    so put it after StateBackup) and, when a run resumes at epoch k, replays epochs < k into the
+    `stateful` callbacks (stopping rules) so that they judge as if the run had never stopped."""
+
+    def __init__(self, path, stateful, chief):
+        super().__init__()
+        self._path, self._stateful, self._chief = path, stateful, chief
+        self._epochs = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._epochs is not None:
+            return
+        self._epochs = {}
+        if tf.io.gfile.exists(self._path):
+            with tf.io.gfile.GFile(self._path) as f:
+                self._epochs = {int(e): v for e, v in json.load(f).items() if int(e) < epoch}
+        for past in sorted(self._epochs):
+            for callback in self._stateful:
+                callback.on_epoch_end(past, dict(self._epochs[past]))
+        if self._epochs:
+            logging.info("resumed at epoch %d: replayed %d epochs into the stopping rules",
+                         epoch + 1, len(self._epochs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+        if self._chief:
+            with tf.io.gfile.GFile(self._path, "w") as f:
+                json.dump(self._epochs, f)
+
+
 def _is_last_step(params, batch):
     steps = (params or {}).get("steps")
     return bool(steps) and batch >= steps - 1
@@ -190,16 +221,19 @@ def _save_atomically(save, path):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief, keep_epochs=0):
+def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief, keep_epochs=0,
+                         stateful=()):
     """(first, last): callbacks to run before all others and after all others.
 
     First: stop on a non-finite loss; restore the backup, and back up every N steps.
-    Last: per-epoch and best checkpoints, then the epoch-end/SIGTERM backup.
+    Last: per-epoch and best checkpoints, then the epoch-end/SIGTERM backup, then the epoch
+    history that a resumed run replays into the `stateful` callbacks.
     """
     tf.io.gfile.makedirs(f"{model_dir}/checkpoints")
     backup = _StepBackup(f"{model_dir}/backup", save_freq=backup_every_steps)
     return ([StopOnNonFiniteLoss(), backup],
-            [SaveCheckpoints(model_dir, full_model, chief, keep_epochs), StateBackup(backup)])
+            [SaveCheckpoints(model_dir, full_model, chief, keep_epochs), StateBackup(backup),
+             EpochHistory(f"{model_dir}/history.json", stateful, chief)])
 
 
 def save_final_model(model, path, chief):

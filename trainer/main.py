@@ -168,8 +168,12 @@ def train(strategy):
             json.dump(manifest["class_names"], f)
 
     log_dir = FLAGS.log_dir or f"{FLAGS.model_dir}/logs"
+    stopping = {"none": [], "reference": [callbacks.ReferenceStopping()],
+                "val_loss": [keras.callbacks.EarlyStopping("val_loss", patience=FLAGS.patience)],
+                }[FLAGS.early_stopping]
     first, last = checkpointing.checkpoint_callbacks(FLAGS.model_dir, FLAGS.backup_every_steps,
-                                                     model, chief, FLAGS.keep_epoch_checkpoints)
+                                                     model, chief, FLAGS.keep_epoch_checkpoints,
+                                                     stateful=stopping)
     tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps,
                                               write_graph=True)
     middle = [
@@ -192,10 +196,7 @@ def train(strategy):
         layer = model.get_layer(models.BACKBONE).get_layer("augmentation")
         middle.append(augment.AugmentedImages(log_dir, layer, images, max_images=FLAGS.log_augmented_images,
                                               is_chief=chief))
-    if FLAGS.early_stopping == "val_loss":
-        middle.append(keras.callbacks.EarlyStopping("val_loss", patience=FLAGS.patience))
-    elif FLAGS.early_stopping == "reference":
-        middle.append(callbacks.ReferenceStopping())
+    middle += stopping
 
     logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
                  "replicas, policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
