@@ -207,6 +207,9 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
         pytest.approx([3e-3] * LEARN_EPOCHS)
     for tag in ("epoch_loss", "epoch_accuracy"):
         assert [s for s, _ in scalars(logs / "validation", tag)] == steps, tag
+    # Step-level learning rate every --log_every_steps (50) optimizer steps: 10 epochs x 27 steps.
+    assert scalars(logs / "train", "batch_learning_rate") == [
+        (s, pytest.approx(3e-3)) for s in (50, 100, 150, 200, 250)]
     # The event loss is the one printed.
     printed = [m["loss"] for _, m in epochs_from_output(proc.stdout)]
     assert [v for _, v in scalars(logs / "train", "epoch_loss")] == pytest.approx(printed, abs=1e-4)

@@ -143,16 +143,42 @@ class ReferenceStopping(keras.callbacks.Callback):
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the learning rate(s) to the epoch logs, which the TensorBoard callback (placed after
-    this one) writes as `epoch_learning_rate` and `epoch_backbone_learning_rate`."""
+    """Learning rate(s) for TensorBoard: added to the epoch logs, which the TensorBoard callback
+    (placed after this one) writes as `epoch_learning_rate` / `epoch_backbone_learning_rate`, and
+    written every `every_steps` optimizer steps as `batch_learning_rate` / ... in `log_dir/train`
+    (the step counter is the optimizer's, restored on resume, so steps are never repeated)."""
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        logs["learning_rate"] = _current_lr(self.model.optimizer)
+    def __init__(self, log_dir=None, every_steps=0, is_chief=True):
+        super().__init__()
+        self._log_dir, self._every, self._chief = log_dir, every_steps, is_chief
+        self._writer, self._step = None, 0
+
+    def _rates(self):
+        rates = {"learning_rate": _current_lr(self.model.optimizer)}
         backbone_optimizer = getattr(self.model, "backbone_optimizer", None)
         if backbone_optimizer is not None:
-            logs["backbone_learning_rate"] = _current_lr(backbone_optimizer)
+            rates["backbone_learning_rate"] = _current_lr(backbone_optimizer)
+        return rates
+
+    def on_train_begin(self, logs=None):
+        self._step = int(self.model.optimizer.iterations.numpy())
+        if self._log_dir and self._every and self._chief:
+            self._writer = tf.summary.create_file_writer(f"{self._log_dir}/train")
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._writer is not None and self._step % self._every == 0:
+            with self._writer.as_default(step=self._step), tf.summary.record_if(True):
+                for name, rate in self._rates().items():
+                    tf.summary.scalar(f"batch_{name}", rate)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self._rates())
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _current_lr(optimizer):

@@ -180,7 +180,7 @@ def train(strategy):
         # After `first` restored a backup: the optimizers' learning rates are the flags', not the
         # backed-up ones, so that a rerun with another --learning_rate (e.g. after a NaN) uses it.
         keras.callbacks.LambdaCallback(on_train_begin=lambda logs: _apply_learning_rates(fitted)),
-        callbacks.LearningRateLogger(),
+        callbacks.LearningRateLogger(log_dir, FLAGS.log_every_steps, chief),
         tensorboard,
         # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
         # run keeps the curves of the epochs it finished.
