@@ -295,8 +295,8 @@ class Converter:
         self.process.stdin.flush()
         reply = self._reply()
         seconds, cpu_s = reply["seconds"], reply["cpu_s"]
-        with open(os.path.join(output_dir, f"{split}-manifest.json")) as f:
-            manifest = json.load(f)
+        from trainer import data
+        manifest = data.read_manifest(output_dir, split)
         pages = manifest["num_records"] + len(manifest["skipped"])
         return {"pages": pages, "records": manifest["num_records"],
                 "skipped": len(manifest["skipped"]), "shards": len(manifest["shards"]),

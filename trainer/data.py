@@ -4,12 +4,9 @@ The host only reads and parses: shuffled file list -> parallel interleave of TFR
 shuffle buffer -> batch -> vectorised parse -> prefetch. Casting, channel tiling and VGG16
 preprocessing happen inside the model, on the accelerator.
 """
-import json
-
 import tensorflow as tf
 
-from tfrecords_tool.classes import RVL_CDIP_CLASSES
-from tfrecords_tool.manifest import register_filesystems
+from tfrecords_tool.manifest import manifest_path, read_json, register_filesystems
 from tfrecords_tool.records import parse_batch
 
 
@@ -18,15 +15,12 @@ class DataError(ValueError):
 
 
 def read_manifest(data_dir, split):
-    """The converter's `{split}-manifest.json`, with `class_names` filled in for older manifests."""
+    """The converter's `{split}-manifest.json`."""
     register_filesystems(data_dir)
-    path = f"{data_dir}/{split}-manifest.json"
-    if not tf.io.gfile.exists(path):
+    path = manifest_path(data_dir, split)
+    manifest = read_json(path)
+    if manifest is None:
         raise DataError(f"no manifest {path}: convert the '{split}' split with tfrecords_tool.convert first")
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
-    manifest.setdefault("class_names", list(RVL_CDIP_CLASSES))
-    manifest.setdefault("image_format", "raw")
     return manifest
 
 
@@ -69,27 +63,26 @@ def make_dataset(files, parse_fn, batch_size, training, seed=None, deterministic
     `num_workers` chooses tf.data's auto-shard policy: FILE when every worker gets at least one
     file, DATA otherwise.
     """
+    deterministic = deterministic or not training
     filenames = tf.data.Dataset.from_tensor_slices(files)
     if training:
         filenames = filenames.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
     records = filenames.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
         cycle_length=min(len(files), 16), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if training and shuffle_buffer > 1:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = records.batch(batch_size, drop_remainder=training)
-    dataset = dataset.map(parse_fn,
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or not training)
+    dataset = dataset.map(parse_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
 
     options = tf.data.Options()
-    options.deterministic = deterministic or not training
+    options.deterministic = deterministic
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.FILE if len(files) >= num_workers
         else tf.data.experimental.AutoShardPolicy.DATA)
     return dataset.with_options(options)
-
 
 
 def image_dataset(files, image_size, image_format, batch_size, training, **kwargs):
