@@ -187,12 +187,13 @@ def train(strategy):
         keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
             writer.flush() for writer in getattr(tensorboard, "_writers", {}).values()]),
     ]
+    log_augmented = FLAGS.log_augmented_images and FLAGS.augment != "none"
+    if FLAGS.histogram_freq or log_augmented:
+        images, labels = next(iter(train_ds))  # a fixed batch (building an iterator fills a shuffle buffer)
     if FLAGS.histogram_freq:
-        images, labels = next(iter(train_ds))
         middle.append(callbacks.GradientHistograms(log_dir, (images, labels), strategy,
                                                    freq=FLAGS.histogram_freq, is_chief=chief))
-    if FLAGS.log_augmented_images and FLAGS.augment != "none":
-        images, _ = next(iter(train_ds))
+    if log_augmented:
         layer = model.get_layer(models.BACKBONE).get_layer("augmentation")
         middle.append(augment.AugmentedImages(log_dir, layer, images, max_images=FLAGS.log_augmented_images,
                                               is_chief=chief))
