@@ -37,7 +37,8 @@ def page():
 
 
 def _resized(pixels, size):
-    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(pixels).resize((size, size), Image.BILINEAR,
+                                                     reducing_gap=decode.REDUCING_GAP))
 
 
 @pytest.mark.parametrize("encoding", sample.ALL_ENCODINGS)

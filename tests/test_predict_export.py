@@ -1,9 +1,11 @@
 """trainer.predict (pages through load_page) and trainer.export (the SavedModel, loaded in a fresh
 process that imports nothing from this repository)."""
+import io
 import json
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
@@ -128,3 +130,21 @@ def test_export_refuses_to_overwrite(trained_run, export_dir):  # noqa: F811
     result = run_module("trainer.export", f"--model_dir={trained_run.model_dir}")
     assert result.returncode == 2
     assert f"{export_dir} exists" in result.stderr
+
+
+@pytest.mark.parametrize("size", [32, 64, 128, 224])
+def test_serving_graph_resizes_pages_bit_for_bit_like_load_page(size):
+    """export's in-graph reduce + bilinear passes vs Pillow's, on page shapes that take every
+    branch: upscaling, no reduction, reduction on one axis only, uneven blocks at the edges."""
+    from trainer.export import decode_page  # pylint: disable=import-outside-toplevel
+
+    rng = np.random.default_rng(size)
+    page = sample.render_page(3, rng, max_side=1000)
+    shapes = [page.shape, (size // 2, size + 5), (size * 3 + 7, size), (1000, 721), (3300, 2550),
+              (97, size * 5 + 3)]
+    for height, width in shapes:
+        tiff = io.BytesIO()
+        Image.fromarray(page).resize((width, height), Image.BILINEAR).save(tiff, format="TIFF")
+        served = decode_page(tf.constant(tiff.getvalue()), size).numpy()[..., 0]
+        np.testing.assert_array_equal(served, load_page(tiff.getvalue(), size),
+                                      err_msg=f"{height}x{width} page at {size}")

@@ -16,15 +16,14 @@ custom-op build of the model server), and Python must load it before `tf.saved_m
 (`import tensorflow_io` alone does not): `tf.load_op_library(<site-packages>/tensorflow_io/
 python/ops/libtensorflow_io.so)`.
 
-Pages end up as `tfrecords_tool.decode.load_page` makes them for training: Pillow's
-`convert("L")` (ITU-R 601-2 luma in integer arithmetic, done here the same way), then Pillow's
-BILINEAR resize to S x S, done here as Pillow does it: a horizontal, then a vertical
-antialiased triangle-filter pass (`tf.image.resize(antialias=True)`), each rounded to uint8.
-Pillow computes in fixed point, TF in float: at 224 x 224, under 0.05% of the pixels differ,
-by 1 grey level (almost none at 32 x 32; more when upscaling). Other differences:
-libtiff reduces 16-bit samples to their high byte (load_page rounds v * 255 / 65535: at most 1
-grey level apart), and a file whose compressed data is cut short after an intact directory,
-which load_page refuses, decodes here with its missing part blank or garbled.
+Pages end up exactly as `tfrecords_tool.decode.load_page` makes them for training, bit for bit:
+Pillow's `convert("L")` (ITU-R 601-2 luma in integer arithmetic), then its BILINEAR resize with
+`reducing_gap` (an `Image.reduce` box average, then a horizontal and a vertical bilinear pass),
+each step in Pillow's own fixed-point arithmetic (weights with 22 fractional bits, sums exact in
+float64). Differences remain only in what libtiff and Pillow decode differently: libtiff reduces
+16-bit samples to their high byte (load_page rounds v * 255 / 65535: at most 1 grey level
+apart), and a file whose compressed data is cut short after an intact directory, which
+load_page refuses, decodes here with its missing part blank or garbled.
 """
 import sys
 
@@ -32,7 +31,7 @@ import tensorflow as tf
 import tensorflow_io as tfio
 from absl import app, flags
 
-from tfrecords_tool.decode import TIFF_SIGNATURES
+from tfrecords_tool.decode import REDUCING_GAP, TIFF_SIGNATURES
 from trainer import artifacts
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
@@ -61,15 +60,64 @@ def _to_gray(pixels):
     return tf.cond(tf.shape(pixels)[-1] >= 3, lambda: _luma(pixels), lambda: pixels[..., :1])
 
 
-def _resize_like_pillow(gray, image_size):
-    """uint8 [H, W, 1] -> [S, S, 1] like Pillow's resize(BILINEAR): width pass, then height."""
-    def rounded(x):
-        return tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0)
+_PRECISION_BITS = 22  # Pillow's Resample.c: fixed-point weights of 8-bit images
 
-    x = tf.cast(gray, tf.float32)
-    x = rounded(tf.image.resize(x, [tf.shape(x)[0], image_size], "bilinear", antialias=True))
-    x = rounded(tf.image.resize(x, [image_size, image_size], "bilinear", antialias=True))
-    return tf.cast(x, tf.uint8)
+
+def _reduce(pixels, factor_y, factor_x):
+    """int64 [H, W] -> Pillow's `Image.reduce((factor_x, factor_y))`: means of the blocks (partial
+    at the right and bottom edges), rounded with Pillow's float32 reciprocal multiplier."""
+    height, width = tf.shape(pixels)[0], tf.shape(pixels)[1]
+    rows, columns = -(-height // factor_y), -(-width // factor_x)
+    padding = [[0, rows * factor_y - height], [0, columns * factor_x - width]]
+
+    def block_sums(values):
+        padded = tf.pad(values, padding)
+        return tf.reduce_sum(tf.reshape(padded, [rows, factor_y, columns, factor_x]), axis=[1, 3])
+
+    sums, counts = block_sums(pixels), block_sums(tf.ones_like(pixels))
+    multiplier = tf.cast(tf.constant(2.0**32, tf.float32) / tf.cast(256 * counts, tf.float32),
+                         tf.int64)
+    return tf.bitwise.right_shift((sums + counts // 2) * multiplier, 24)
+
+
+def _bilinear_weights(in_size, in_end, out_size):
+    """Pillow's fixed-point BILINEAR weights [out, in] that map input [0, in_end) to `out_size`."""
+    scale = in_end / tf.cast(out_size, tf.float64)
+    support = tf.maximum(scale, 1.0)  # the triangle widens when reducing: antialiasing
+    centers = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale
+    first = tf.maximum(tf.floor(centers - support + 0.5), 0.0)[:, tf.newaxis]
+    end = tf.minimum(tf.floor(centers + support + 0.5), tf.cast(in_size, tf.float64))[:, tf.newaxis]
+    index = tf.range(in_size, dtype=tf.float64)[tf.newaxis]
+    triangle = tf.maximum(1.0 - tf.abs((index - centers[:, tf.newaxis] + 0.5) * (1.0 / support)), 0.0)
+    weights = tf.where((index >= first) & (index < end), triangle, 0.0)
+    weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=1, keepdims=True))
+    return tf.floor(0.5 + weights * 2.0**_PRECISION_BITS)
+
+
+def _resample_rows(pixels, weights):
+    """float64 [R, in] x weights [out, in] -> [R, out] uint8 values, rounded as Pillow does."""
+    sums = tf.linalg.matmul(pixels, weights, transpose_b=True) + 2.0**(_PRECISION_BITS - 1)
+    return tf.clip_by_value(tf.floor(sums / 2.0**_PRECISION_BITS), 0.0, 255.0)
+
+
+def _resize_like_pillow(gray, image_size):
+    """uint8 [H, W, 1] -> [S, S, 1] like `resize((S, S), BILINEAR, reducing_gap=REDUCING_GAP)`."""
+    pixels = tf.cast(gray[..., 0], tf.int64)
+    height = tf.cast(tf.shape(pixels)[0], tf.float64)
+    width = tf.cast(tf.shape(pixels)[1], tf.float64)
+    factor_x = tf.maximum(tf.cast(width / image_size / REDUCING_GAP, tf.int32), 1)
+    factor_y = tf.maximum(tf.cast(height / image_size / REDUCING_GAP, tf.int32), 1)
+    reduced = tf.cast(_reduce(pixels, factor_y, factor_x), tf.float64)
+
+    def box_end(size, factor):  # the part of the reduced image to resample; Pillow passes a float32
+        return tf.cast(tf.cast(size / tf.cast(factor, tf.float64), tf.float32), tf.float64)
+
+    rows = _resample_rows(reduced, _bilinear_weights(tf.shape(reduced)[1],
+                                                     box_end(width, factor_x), image_size))
+    columns = _resample_rows(tf.transpose(rows), _bilinear_weights(tf.shape(rows)[0],
+                                                                   box_end(height, factor_y),
+                                                                   image_size))
+    return tf.cast(tf.transpose(columns), tf.uint8)[..., tf.newaxis]
 
 
 def decode_page(encoded, image_size):
