@@ -17,7 +17,7 @@ TINY_FLAGS = {
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
     "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2, "convert_budget_s": 0.0,
     # model2 at 32 px: the smallest cached-epoch measurement (the default is model1 at 128 px)
-    "cache_model": "model2", "cache_image_size": 32,
+    "cache_model": "model2", "cache_image_size": 32, "stage_pages": 8,
 }
 
 FIGURES = [
@@ -25,7 +25,7 @@ FIGURES = [
     "convert_vs_seed", "convert_img_s_png", "pipeline_img_s", "pipeline_img_s_png",
     "pipeline_img_s_augment", "pipeline_img_s_per_core", "pipeline_vs_seed", "augment_cpu_img_s",
     "bytes_per_record_raw", "bytes_per_record_png", "uncached_epoch_s", "cached_epoch_s",
-    "cached_epoch_speedup",
+    "cached_epoch_speedup", "resize_ms", "resize_ms_bilinear",
 ]
 
 
@@ -90,6 +90,14 @@ def test_measured_what_it_says(bench):
     assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]
     assert result["pipeline"]["png"]["batch_shape"] == [16, 64, 64, 1]
     assert "note" in result["pipeline"]["augment"] and "pipeline_img_s_augment" in result["notes"]
+    stages = result["page_stages"]
+    assert stages["pages"] == TINY_FLAGS["stage_pages"] and stages["image_size"] == 64
+    assert result["resize_ms"] == stages["resize_ms"]["converter"]
+    assert _positive(stages["gray_page_ms"])
+    assert set(stages["resize_ms"]) == {"converter", "bilinear", "box", "nearest_reference"}
+    # the converter's resize is antialiased: far closer to plain bilinear than nearest-neighbour
+    differences = stages["mean_abs_diff_to_bilinear"]
+    assert 0 < differences["converter"] < differences["nearest_reference"] / 2, differences
     assert result["bytes_per_record_raw"] > 64 * 64  # the pixels plus the Example's fields
     cached = result["cached_epochs"]
     assert cached["image_size"] == 32 and cached["model"] == "model2"

@@ -56,9 +56,8 @@ def _to_gray8(image):
     return image if image.mode == "L" else image.convert("L")  # convert("L") would copy an L page
 
 
-def load_page(path_or_bytes, image_size):
-    """First page of a TIFF file (path, local or gs://, or its bytes) as uint8 [S, S]."""
-    data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(path_or_bytes)
+def gray_page(data):
+    """First page of TIFF file bytes as a Pillow mode L image."""
     if not data:
         raise PageError("empty file")
     # Pillow raises a zoo of exception types on malformed files (OSError, SyntaxError,
@@ -70,9 +69,18 @@ def load_page(path_or_bytes, image_size):
                         else "not a TIFF file") from None
     try:
         image.load()
-        gray = _to_gray8(image)
-        resized = gray.resize((image_size, image_size), Image.BILINEAR,
-                               reducing_gap=REDUCING_GAP)
+        return _to_gray8(image)
     except Exception as e:  # pylint: disable=broad-except
         raise PageError(f"damaged image data ({type(e).__name__}: {e})") from None
-    return np.asarray(resized)
+
+
+def resize(gray, image_size):
+    """Mode L image -> uint8 [S, S]."""
+    return np.asarray(gray.resize((image_size, image_size), Image.BILINEAR,
+                                  reducing_gap=REDUCING_GAP))
+
+
+def load_page(path_or_bytes, image_size):
+    """First page of a TIFF file (path, local or gs://, or its bytes) as uint8 [S, S]."""
+    data = path_or_bytes if isinstance(path_or_bytes, bytes) else _read(path_or_bytes)
+    return resize(gray_page(data), image_size)

@@ -8,6 +8,9 @@ directory), it measures and writes to --output (JSON), and prints as a table:
 - seed_loader_img_s: the reference notebook's input, keras ImageDataGenerator(rescale=1/255)
   .flow_from_dataframe(...) over the TIFF files (224x224, rgb, batch 32, categorical), images/s
   of one full pass (len(gen) batches).
+- page_stages (gray_page_ms, resize_ms, resize_ms_bilinear): milliseconds per page of the
+  converter's decode (tfrecords_tool.decode.gray_page) and resize, next to plain bilinear, box
+  and the reference's nearest-neighbour resize, with their mean difference to plain bilinear.
 - convert_img_s_1 / convert_img_s_all / convert_scaling: pages/s of the converter (the
   tfrecords_tool.convert.convert() that `python -m tfrecords_tool.convert` runs, in a helper
   process that forks its pool as the CLI does) with 1 worker and with all cores; interpreter
@@ -40,6 +43,7 @@ import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import app, flags
@@ -91,6 +95,8 @@ def define_flags():
     flags.DEFINE_integer("image_size", 224, "Image size of the reference loader, the converter and "
                          "the pipeline.", lower_bound=8)
     flags.DEFINE_integer("seed_batch_size", 32, "Batch size of the reference loader.", lower_bound=1)
+    flags.DEFINE_integer("stage_pages", 256, "Pages timed stage by stage (decode, resize filters).",
+                         lower_bound=1)
     flags.DEFINE_integer("workers", os.cpu_count(), "Converter workers of the 'all cores' run.",
                          lower_bound=1)
     flags.DEFINE_integer("batch_size", 256, "Batch size of the pipeline measurements.", lower_bound=1)
@@ -224,6 +230,48 @@ def seed_loader(csv_path, images_dir, image_size, batch_size, repeats):
             "images_per_pass": images,
             "batches_per_pass": len(generator), "batch_shape": list(x.shape), "dtype": str(x.dtype),
             "note": note}
+
+
+def page_stages(labels_txt, images_dir, image_size, pages, repeats):
+    """Milliseconds per page of the converter's two stages (tfrecords_tool.decode: gray_page on
+    the file bytes, then resize) and of the other resize filters it was chosen among."""
+    from PIL import Image
+    from tfrecords_tool import decode
+
+    with open(labels_txt) as f:
+        paths = [os.path.join(images_dir, line.split()[0]) for line in f if line.strip()][:pages]
+    files = []
+    for path in paths:
+        with open(path, "rb") as f:
+            files.append(f.read())
+    grays = [decode.gray_page(data) for data in files]
+    size = (image_size, image_size)
+    filters = {
+        "converter": lambda gray: decode.resize(gray, image_size),
+        "bilinear": lambda gray: np.asarray(gray.resize(size, Image.BILINEAR)),
+        "box": lambda gray: np.asarray(gray.resize(size, Image.BOX)),
+        "nearest_reference": lambda gray: np.asarray(gray.resize(size, Image.NEAREST)),
+    }
+
+    def best_ms(function, items):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for item in items:
+                function(item)
+            times.append(time.perf_counter() - start)
+        return 1000 * min(times) / len(items)
+
+    bilinear = [filters["bilinear"](gray) for gray in grays]
+    return {
+        "pages": len(files), "image_size": image_size, "reducing_gap": decode.REDUCING_GAP,
+        "gray_page_ms": best_ms(decode.gray_page, files),
+        "resize_ms": {name: best_ms(function, grays) for name, function in filters.items()},
+        "mean_abs_diff_to_bilinear": {
+            name: float(np.mean([np.abs(function(gray).astype(int) - want).mean()
+                                 for gray, want in zip(grays, bilinear)]))
+            for name, function in filters.items() if name != "bilinear"},
+    }
 
 
 # A helper process that runs tfrecords_tool.convert.convert() -- what `python -m
@@ -493,6 +541,13 @@ def run(settings, work):
     result["seed_loader"] = seed
     result["seed_loader_img_s"] = seed["img_s"]
 
+    log("converter stages per page (decode, resize filters)", stage="page_stages")
+    stages = page_stages(info["labels_txt"], info["images_dir"], size, settings["stage_pages"],
+                         repeats)
+    result["page_stages"] = stages
+    result["resize_ms"] = stages["resize_ms"]["converter"]
+    result["resize_ms_bilinear"] = stages["resize_ms"]["bilinear"]
+
     log(f"checking parallel capacity ({cores} processes)", stage="parallel_capacity")
     result["machine"]["parallel_capacity"] = parallel_capacity(cores)
     log("converter: starting the helper process and its pools", stage="convert_start")
@@ -608,6 +663,10 @@ def _cores(used):
 def table(result):
     rows = [
         ("seed_loader_img_s", result["seed_loader_img_s"], "reference ImageDataGenerator"),
+        ("gray_page_ms", result["page_stages"]["gray_page_ms"], "converter: decode to gray, per page"),
+        ("resize_ms", result["resize_ms"], f"converter: resize (reducing_gap="
+                                           f"{result['page_stages']['reducing_gap']}), per page"),
+        ("resize_ms_bilinear", result["resize_ms_bilinear"], "plain bilinear, per page"),
         ("convert_img_s_1", result["convert_img_s_1"],
          f"converter, 1 worker{_cores(result['convert_cores_used']['1'])}"),
         ("convert_img_s_all", result["convert_img_s_all"],
@@ -643,7 +702,8 @@ def table(result):
 
 
 def settings_from_flags():
-    names = ["pages_per_class", "max_side", "seed", "image_size", "seed_batch_size", "workers",
+    names = ["pages_per_class", "max_side", "seed", "image_size", "seed_batch_size", "stage_pages",
+             "workers",
              "batch_size", "shuffle_buffer", "record_copies", "warmup_batches", "timed_batches",
              "png_timed_batches", "repeats", "convert_repeats", "convert_budget_s",
              "augment_level", "augment_batch_size",
