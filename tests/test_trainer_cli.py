@@ -316,6 +316,32 @@ def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_dat
                               initial.get_layer("conv_fc1").get_weights()[0])
 
 
+def test_cosine_schedule_with_warm_up_drives_both_optimizers(trainer_data, tmp_path):  # noqa: F811
+    """--lr_schedule=cosine --warmup_steps=4 over 2 epochs x 3 steps: each optimizer's rate is
+    its peak x the curve at the optimizer's step; the model saved with the schedule loads."""
+    import tf_keras as keras
+    import trainer.models  # noqa: F401  (registers the custom classes for load_model)
+
+    model_dir = tmp_path / "cosine"
+    run_trainer(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=3", "--lr_schedule=cosine",
+                           "--warmup_steps=4", "--learning_rate=1e-3", "--backbone_learning_rate=1e-5",
+                           "--log_every_steps=1", model="model3", epochs=2),
+                timeout=240).check(0)
+    # Logged after s optimizer steps (1..6): the rate of the next step, at step counter s:
+    # warm-up (s + 1) / 4 for s < 4, then a cosine over the remaining 2 steps.
+    curve = [0.5, 0.75, 1.0, 1.0, 0.5, 0.0]
+    logs = model_dir / "logs" / "train"
+    assert scalars(logs, "batch_learning_rate") == [
+        (s, pytest.approx(1e-3 * c, abs=1e-9)) for s, c in zip(range(1, 7), curve)]
+    assert scalars(logs, "batch_backbone_learning_rate")[4:] == [
+        (s, pytest.approx(1e-5 * c, abs=1e-12)) for s, c in zip((5, 6), curve[4:])]
+    assert [v for _, v in scalars(logs, "epoch_learning_rate")] == pytest.approx(
+        [1e-3 * curve[2], 1e-3 * curve[5]], abs=1e-9)
+    assert [v for _, v in scalars(logs, "epoch_backbone_learning_rate")] == pytest.approx(
+        [1e-5 * curve[2], 1e-5 * curve[5]], abs=1e-12)
+    assert keras.models.load_model(model_dir / "final.keras").output_shape == (None, 16)
+
+
 def test_only_the_newest_epoch_checkpoints_are_kept(trainer_data, tmp_path):  # noqa: F811
     model_dir = tmp_path / "keep"
     run_trainer(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=2",

@@ -11,7 +11,7 @@ import tf_keras as keras
 from absl import logging
 
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
-from trainer import models  # noqa: F401  (registers the custom layers for load_model)
+from trainer import models, schedule  # noqa: F401  (register the custom classes for load_model)
 from tfrecords_tool.manifest import register_filesystems
 
 CHECKPOINTS = ("final", "best")

@@ -146,7 +146,8 @@ class LearningRateLogger(keras.callbacks.Callback):
     """Learning rate(s) for TensorBoard: added to the epoch logs, which the TensorBoard callback
     (placed after this one) writes as `epoch_learning_rate` / `epoch_backbone_learning_rate`, and
     written every `every_steps` optimizer steps as `batch_learning_rate` / ... in `log_dir/train`
-    (the step counter is the optimizer's, restored on resume, so steps are never repeated)."""
+    (the step counter is the optimizer's, restored on resume, so steps are never repeated). Each
+    value is the rate of the optimizer's next step."""
 
     def __init__(self, log_dir=None, every_steps=0, is_chief=True):
         super().__init__()
@@ -182,7 +183,10 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 def _current_lr(optimizer):
-    lr = optimizer.learning_rate
-    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        lr = lr(optimizer.iterations)
-    return float(keras.backend.get_value(lr))
+    """The rate of the optimizer's next step, as Keras's TensorBoard callback logs a schedule's
+    (`optimizer.learning_rate` would give the rate of its latest step)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+    rate = optimizer._learning_rate  # pylint: disable=protected-access
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations)
+    return float(keras.backend.get_value(rate))

@@ -13,7 +13,7 @@ import tf_keras as keras
 from absl import app, flags, logging
 
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
-                     feature_cache, models)
+                     feature_cache, models, schedule)
 
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
@@ -27,6 +27,11 @@ flags.DEFINE_integer("steps_per_epoch", None, "Default: one pass over the traini
 flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer for head and fine-tuned layers.")
 flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of the new head layers.")
 flags.DEFINE_float("backbone_learning_rate", 1e-5, "Learning rate of fine-tuned VGG16 layers (model3).")
+flags.DEFINE_enum("lr_schedule", "constant", schedule.SCHEDULES,
+                  "constant: the rates above throughout; cosine: from them down to 0 at the last "
+                  "step (--epochs x steps per epoch).")
+flags.DEFINE_integer("warmup_steps", 0, "Raise the rates linearly from 0 over the first N steps.",
+                     lower_bound=0)
 flags.DEFINE_string("weights", "imagenet",
                     "VGG16 weights: 'imagenet' (downloaded by Keras), 'none', or a local weights file "
                     "(vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5) for offline clusters.")
@@ -61,21 +66,25 @@ class UsageError(Exception):
     """Wrong flags or data, found before training starts."""
 
 
-def build(strategy, image_size, num_classes):
+def build(strategy, image_size, num_classes, total_steps):
     with strategy.scope():
         try:
             model = models.build_model(FLAGS.model, image_size, num_classes, FLAGS.weights,
                                        FLAGS.augment, FLAGS.seed)
         except ValueError as e:
             raise UsageError(str(e)) from e
-        compile_(model)
+        compile_(model, total_steps)
     return model
 
 
-def compile_(model):
-    """Head at --learning_rate; model3's fine-tuned VGG16 layers at --backbone_learning_rate."""
-    backbone_optimizer = _optimizer(FLAGS.backbone_learning_rate) if FLAGS.model == "model3" else None
-    models.compile_model(model, _optimizer(FLAGS.learning_rate), backbone_optimizer)
+def compile_(model, total_steps):
+    """Head at --learning_rate; model3's fine-tuned VGG16 layers at --backbone_learning_rate;
+    both through --lr_schedule and --warmup_steps over `total_steps` optimizer steps."""
+    def optimizer(peak):
+        return _optimizer(schedule.learning_rate(peak, FLAGS.lr_schedule, FLAGS.warmup_steps,
+                                                 total_steps))
+    backbone_optimizer = optimizer(FLAGS.backbone_learning_rate) if FLAGS.model == "model3" else None
+    models.compile_model(model, optimizer(FLAGS.learning_rate), backbone_optimizer)
 
 
 def _optimizer(learning_rate):
@@ -84,11 +93,11 @@ def _optimizer(learning_rate):
     return keras.optimizers.Adam(learning_rate)
 
 
-def cached_training(strategy, model, manifest):
+def cached_training(strategy, model, manifest, total_steps):
     """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
     with strategy.scope():  # the head Model must be created in the scope to fit distributed
         backbone, head = models.split_backbone_head(model)
-        compile_(head)
+        compile_(head, total_steps)
 
     def cached(split, training):
         split_manifest = data.read_manifest(FLAGS.data_dir, split)
@@ -107,7 +116,7 @@ def cached_training(strategy, model, manifest):
 
 
 def summary_only(strategy):
-    model = build(strategy, FLAGS.image_size or 224, 16)
+    model = build(strategy, FLAGS.image_size or 224, 16, total_steps=1)
     model.summary(expand_nested=False, print_fn=print)
     trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
     frozen = sum(int(tf.size(w)) for w in model.non_trainable_weights)
@@ -154,7 +163,7 @@ def train(strategy):
         logging.info("%s", class_weights.describe(weights, manifest["class_names"]))
     steps = FLAGS.steps_per_epoch or max(1, manifest["num_records"] // FLAGS.batch_size)
 
-    model = build(strategy, image_size, num_classes)
+    model = build(strategy, image_size, num_classes, FLAGS.epochs * steps)
     off_reason = feature_cache.why_not(FLAGS.model, FLAGS.augment, num_workers) if FLAGS.feature_cache \
         else "--nofeature_cache"
     if off_reason:
@@ -162,7 +171,7 @@ def train(strategy):
         fitted, train_ds = model, dataset(FLAGS.train_split, True)
         val_ds = dataset(FLAGS.val_split, False) if FLAGS.val_split else None
     else:
-        fitted, train_ds, val_ds = cached_training(strategy, model, manifest)
+        fitted, train_ds, val_ds = cached_training(strategy, model, manifest, FLAGS.epochs * steps)
     if chief:
         with tf.io.gfile.GFile(f"{FLAGS.model_dir}/class_names.json", "w") as f:
             json.dump(manifest["class_names"], f)
@@ -212,6 +221,8 @@ def train(strategy):
 
 
 def _apply_learning_rates(model):
+    if FLAGS.lr_schedule != "constant" or FLAGS.warmup_steps:
+        return  # the schedule was built from the flags; it follows the restored step counter
     for optimizer, rate in ((model.optimizer, FLAGS.learning_rate),
                             (getattr(model, "backbone_optimizer", None), FLAGS.backbone_learning_rate)):
         if optimizer is None:
