@@ -28,6 +28,8 @@ out = serve(image_bytes=tf.constant([open(p, "rb").read() for p in sys.argv[3:]]
 result = {"probabilities": out["probabilities"].numpy().tolist(),
           "class_id": out["class_id"].numpy().tolist(),
           "class_name": [s.decode() for s in out["class_name"].numpy()]}
+empty = serve(image_bytes=tf.constant([], tf.string))
+result["empty_shapes"] = {name: value.shape.as_list() for name, value in empty.items()}
 try:
     serve(image_bytes=tf.constant([open(sys.argv[2], "rb").read()]))
 except tf.errors.InvalidArgumentError as e:
@@ -124,6 +126,9 @@ def test_export_in_fresh_process_agrees_with_predict(model, export_dir, tmp_path
     np.testing.assert_array_equal(served["class_id"], expected.argmax(axis=1))
     assert served["class_name"] == [RVL_CDIP_CLASSES[i] for i in served["class_id"]]
     assert "TIFF" in served["damaged_error"]
+    num_classes = len(RVL_CDIP_CLASSES)
+    assert served["empty_shapes"] == {"probabilities": [0, num_classes], "class_id": [0],
+                                      "class_name": [0]}
 
 
 def test_export_refuses_to_overwrite(trained_run, export_dir):  # noqa: F811

@@ -143,7 +143,11 @@ class ServingModule(tf.Module):
         size = self.image_size
         images = tf.map_fn(lambda s: decode_page(s, size), image_bytes,
                            fn_output_signature=tf.TensorSpec([size, size, 1], tf.uint8))
-        probabilities = self.model(images, training=False)
+        # An empty request gets empty answers (VGG16's convolutions fail on an empty batch).
+        probabilities = tf.cond(
+            tf.size(image_bytes) > 0,
+            lambda: tf.cast(self.model(images, training=False), tf.float32),
+            lambda: tf.zeros([0, self.model.output_shape[-1]], tf.float32))
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "class_id": class_id,
                 "class_name": tf.gather(self.class_names, class_id)}
