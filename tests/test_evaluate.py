@@ -75,16 +75,20 @@ def test_confusion_matrix_png_and_tensorboard(trained_run, evaluation):  # noqa:
     _, metrics, out_dir = evaluation
     with Image.open(out_dir / "confusion_matrix.png") as image:
         assert image.format == "PNG" and min(image.size) > 800
-    scalars, images = {}, []
+    scalars, images, steps = {}, [], set()
     for path in glob.glob(str(trained_run.model_dir / "logs" / "eval-val" / "events.*")):
         for record in tf.data.TFRecordDataset(path):
-            for value in tf.compat.v1.Event.FromString(record.numpy()).summary.value:
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            if event.summary.value:
+                steps.add(event.step)
+            for value in event.summary.value:
                 array = tf.make_ndarray(value.tensor)
                 if array.dtype == object:
                     images.append(value.tag)
                 else:
                     scalars[value.tag] = float(array)
     assert images == ["confusion_matrix"]
+    assert steps == {1}  # final.keras after 2 epochs: at the last epoch's step of the curves
     assert scalars["eval/accuracy"] == pytest.approx(metrics["accuracy"])
     assert scalars["eval/loss"] == pytest.approx(metrics["loss"])
     assert scalars["f1/letter"] == pytest.approx(metrics["per_class"][0]["f1"])

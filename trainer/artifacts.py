@@ -3,6 +3,8 @@
     {model_dir}/final.keras        the model at the end of training
     {model_dir}/best.keras         the model of the epoch with the best val_accuracy
     {model_dir}/class_names.json   JSON list of the class names, in class-id order
+    {model_dir}/best.json          {"val_accuracy", "epoch"} of best.keras (epochs counted from 1)
+    {model_dir}/history.json       the logs of every finished epoch, keyed by epoch index
 """
 import json
 
@@ -34,6 +36,16 @@ def load_model(model_dir, checkpoint="final"):
                 else ": train a model there with `python -m trainer.main` first")
         raise ArtifactError(f"no model {path}{hint}")
     return keras.models.load_model(path, compile=False)
+
+
+def trained_epochs(model_dir, checkpoint="final"):
+    """How many epochs of training `{checkpoint}.keras` holds; None when the run did not say."""
+    path = f"{model_dir}/{'best' if checkpoint == 'best' else 'history'}.json"
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        record = json.load(f)
+    return record["epoch"] if checkpoint == "best" else len(record)
 
 
 def class_names(model_dir, num_classes):

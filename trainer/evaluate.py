@@ -107,14 +107,15 @@ def plot_confusion_matrix(confusion, class_names, title):
     return buffer.getvalue()
 
 
-def write_results(metrics, png, out_dir, log_dir):
-    """metrics.json and confusion_matrix.png in `out_dir`; scalars and the image in `log_dir`."""
+def write_results(metrics, png, out_dir, log_dir, step):
+    """metrics.json and confusion_matrix.png in `out_dir`; scalars and the image in `log_dir` at
+    `step` (the training curves' epoch index of the evaluated model)."""
     tf.io.gfile.makedirs(out_dir)
     with tf.io.gfile.GFile(f"{out_dir}/metrics.json", "w") as f:
         json.dump(metrics, f, indent=1)
     with tf.io.gfile.GFile(f"{out_dir}/confusion_matrix.png", "wb") as f:
         f.write(png)
-    with tf.summary.create_file_writer(log_dir).as_default(step=0):
+    with tf.summary.create_file_writer(log_dir).as_default(step=step):
         for key in ("accuracy", f"top_{TOP_K}_accuracy", "loss", "macro_precision",
                     "macro_recall", "macro_f1"):
             tf.summary.scalar(f"eval/{key}", metrics[key])
@@ -146,7 +147,9 @@ def evaluate(strategy):
              f"accuracy {metrics['accuracy']:.1%} ({FLAGS.checkpoint}.keras)")
     png = plot_confusion_matrix(metrics["confusion_matrix"], class_names, title)
     out_dir = f"{FLAGS.model_dir}/eval-{FLAGS.split}"
-    write_results(metrics, png, out_dir, f"{FLAGS.model_dir}/logs/eval-{FLAGS.split}")
+    epochs = artifacts.trained_epochs(FLAGS.model_dir, FLAGS.checkpoint)
+    write_results(metrics, png, out_dir, f"{FLAGS.model_dir}/logs/eval-{FLAGS.split}",
+                  step=epochs - 1 if epochs else 0)
     print(f"{FLAGS.split}: {metrics['num_records']} records  accuracy {metrics['accuracy']:.4f}  "
           f"top-{TOP_K} {metrics[f'top_{TOP_K}_accuracy']:.4f}  loss {metrics['loss']:.4f}  "
           f"macro F1 {metrics['macro_f1']:.4f}")
