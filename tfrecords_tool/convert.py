@@ -24,6 +24,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfrecords_tool import decode
+from tfrecords_tool import filesystems
 from tfrecords_tool import labels
 from tfrecords_tool import manifest
 from tfrecords_tool import records
@@ -207,7 +208,7 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
     """
     if split_name and val_fraction is not None:
         raise ConvertError("--split names the one split; --val_fraction makes `train` and `val`")
-    manifest.register_filesystems(output_dir, images_dir, labels_file)
+    filesystems.register(output_dir, images_dir, labels_file)
     pages, class_names = read_pages(labels_file, images_dir, class_names, allow_outside_paths)
     if split_name is None:
         source = labels_file or images_dir.rstrip("/")
@@ -315,4 +316,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    filesystems.run(main)

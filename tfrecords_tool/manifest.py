@@ -15,12 +15,6 @@ import tensorflow as tf
 import tfrecords_tool
 
 
-def register_filesystems(*paths):
-    """gs:// is built into tf.io.gfile; s3:// comes from tensorflow-io's file system plugins."""
-    if any(path and path.startswith("s3://") for path in paths):
-        import tensorflow_io  # pylint: disable=g-import-not-at-top,unused-import
-
-
 def write_json(path, value, writer=""):
     """Writes `value` to `path` through a temporary file, so readers never see half of it.
 

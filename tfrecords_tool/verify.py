@@ -16,6 +16,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from tfrecords_tool import filesystems
 from tfrecords_tool import manifest
 from tfrecords_tool import records
 
@@ -90,7 +91,7 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    manifest.register_filesystems(FLAGS.data_dir)
+    filesystems.register(FLAGS.data_dir)
     splits = [FLAGS.split] if FLAGS.split else sorted(
         posixpath.basename(path)[:-len("-manifest.json")]
         for path in tf.io.gfile.glob(posixpath.join(FLAGS.data_dir, "*-manifest.json")))
@@ -115,4 +116,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    filesystems.run(main)

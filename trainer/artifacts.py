@@ -12,9 +12,9 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from tfrecords_tool import filesystems
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from trainer import models, schedule  # noqa: F401  (register the custom classes for load_model)
-from tfrecords_tool.manifest import register_filesystems
 
 CHECKPOINTS = ("final", "best")
 
@@ -25,7 +25,7 @@ class ArtifactError(Exception):
 
 def load_model(model_dir, checkpoint="final"):
     """`{model_dir}/{checkpoint}.keras`, loaded in safe mode without its optimizer."""
-    register_filesystems(model_dir)
+    filesystems.register(model_dir)
     if not tf.io.gfile.isdir(model_dir):
         raise ArtifactError(f"model dir {model_dir} does not exist")
     path = f"{model_dir}/{checkpoint}.keras"
@@ -35,7 +35,8 @@ def load_model(model_dir, checkpoint="final"):
         hint = (f"; use --checkpoint={others[0]}" if others
                 else ": train a model there with `python -m trainer.main` first")
         raise ArtifactError(f"no model {path}{hint}")
-    return keras.models.load_model(path, compile=False)
+    with filesystems.local_file(path) as local:
+        return keras.models.load_model(local, compile=False)
 
 
 def trained_epochs(model_dir, checkpoint="final"):

@@ -214,10 +214,19 @@ class SaveCheckpoints(keras.callbacks.Callback):
 
 
 def _save_atomically(save, path):
-    """save(tmp) then rename to `path`: a kill mid-write never leaves a truncated `path`."""
+    """save(tmp) then rename to `path`: a kill mid-write never leaves a truncated `path`.
+
+    Keras writes .weights.h5 files through h5py, which opens local files only: for a bucket
+    path the file is written to a local temporary directory and copied up.
+    """
     directory, name = path.rsplit("/", 1)
     tmp = f"{directory}/.tmp-{name}"  # same extension, so the same file format
-    save(tmp)
+    if "://" in path:
+        with tempfile.TemporaryDirectory() as local:
+            save(os.path.join(local, name))
+            tf.io.gfile.copy(os.path.join(local, name), tmp, overwrite=True)
+    else:
+        save(tmp)
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 

@@ -6,7 +6,8 @@ preprocessing happen inside the model, on the accelerator.
 """
 import tensorflow as tf
 
-from tfrecords_tool.manifest import manifest_path, read_json, register_filesystems
+from tfrecords_tool import filesystems
+from tfrecords_tool.manifest import manifest_path, read_json
 from tfrecords_tool.records import parse_batch
 
 
@@ -16,7 +17,7 @@ class DataError(ValueError):
 
 def read_manifest(data_dir, split):
     """The converter's `{split}-manifest.json`."""
-    register_filesystems(data_dir)
+    filesystems.register(data_dir)
     path = manifest_path(data_dir, split)
     manifest = read_json(path)
     if manifest is None:

@@ -21,6 +21,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import app, flags, logging
 
+from tfrecords_tool import filesystems
 from trainer import artifacts, data, distribute
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
@@ -173,4 +174,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["model_dir", "data_dir"])
-    app.run(main)
+    filesystems.run(main)

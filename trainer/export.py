@@ -31,6 +31,7 @@ import tensorflow as tf
 import tensorflow_io as tfio
 from absl import app, flags
 
+from tfrecords_tool import filesystems
 from tfrecords_tool.decode import REDUCING_GAP, TIFF_SIGNATURES
 from trainer import artifacts
 
@@ -167,6 +168,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     export_dir = FLAGS.export_dir or f"{FLAGS.model_dir}/export/1"
+    filesystems.register(export_dir)
     try:
         export(FLAGS.model_dir, FLAGS.checkpoint, export_dir)
     except artifacts.ArtifactError as e:
@@ -179,4 +181,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
-    app.run(main)
+    filesystems.run(main)

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import app, flags, logging
 
+from tfrecords_tool import filesystems
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
                      feature_cache, models, schedule)
 
@@ -125,6 +126,7 @@ def summary_only(strategy):
 
 
 def train(strategy):
+    filesystems.register(FLAGS.data_dir, FLAGS.model_dir, FLAGS.log_dir)
     chief = distribute.is_chief(strategy)
     final_path = f"{FLAGS.model_dir}/final.keras"
     if tf.io.gfile.exists(final_path) and not FLAGS.overwrite:
@@ -228,7 +230,7 @@ def _apply_learning_rates(model):
         if optimizer is None:
             continue
         restored = float(keras.backend.get_value(optimizer.learning_rate))
-        if abs(restored - rate) > 1e-12 * max(abs(rate), 1.0):
+        if abs(restored - rate) > 1e-6 * abs(rate):  # the optimizer keeps a float32
             logging.info("learning rate %g (the resumed state had %g)", rate, restored)
             optimizer.learning_rate = rate
 
@@ -283,4 +285,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    filesystems.run(main)

@@ -16,12 +16,10 @@ separate optimizer to the trainable VGG16 variables. The class is registered, so
 `model.save(path)` / `keras.models.load_model(path)` (safe mode) work once trainer.models is
 imported.
 """
-import os
-import tempfile
-
 import tensorflow as tf
 import tf_keras as keras
 
+from tfrecords_tool import filesystems
 from trainer.augment import augmentation
 
 MODEL_NAMES = ("model1", "model2", "model3")
@@ -119,22 +117,15 @@ def _build_vgg16(inputs, weights, augment_layer=None):
                 f"could not get the ImageNet VGG16 weights ({e}); without internet pass the path"
                 " of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 as weights, or put that"
                 " file in ~/.keras/models/") from e
-    local, tmp_dir = weights, None
-    if "://" in weights:  # h5py reads local files only: copy gs://, s3:// ... files first
-        tmp_dir = tempfile.mkdtemp()
-        local = os.path.join(tmp_dir, os.path.basename(weights))
-        tf.io.gfile.copy(weights, local)
-    try:
-        return keras.applications.VGG16(weights=local, **kwargs)
-    except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds; report them alike
-        raise ValueError(
-            f"VGG16 weights file {weights!r} does not fit VGG16 without top (expected the 13"
-            " conv layers of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or a"
-            f" .weights.h5 of keras.applications.VGG16(include_top=False)): "
-            f"{type(e).__name__}: {e}") from e
-    finally:
-        if tmp_dir:
-            tf.io.gfile.rmtree(tmp_dir)
+    with filesystems.local_file(weights) as local:  # h5py reads local files only
+        try:
+            return keras.applications.VGG16(weights=local, **kwargs)
+        except Exception as e:  # noqa: BLE001 - h5py/keras raise many kinds; report them alike
+            raise ValueError(
+                f"VGG16 weights file {weights!r} does not fit VGG16 without top (expected the 13"
+                " conv layers of vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 or a"
+                f" .weights.h5 of keras.applications.VGG16(include_top=False)): "
+                f"{type(e).__name__}: {e}") from e
 
 
 def build_model(name, image_size=224, num_classes=16, weights="imagenet", augment="none", seed=None):

@@ -14,6 +14,7 @@ import json
 import numpy as np
 from absl import app, flags
 
+from tfrecords_tool import filesystems
 from tfrecords_tool.decode import PageError, load_page
 from trainer import artifacts
 
@@ -53,6 +54,7 @@ def main(argv):
     paths = argv[1:]
     if not paths:
         raise app.UsageError("give one or more TIFF files to classify")
+    filesystems.register(*paths)
     try:
         model = artifacts.load_model(FLAGS.model_dir, FLAGS.checkpoint)
         class_names = artifacts.class_names(FLAGS.model_dir, model.output_shape[-1])
@@ -80,4 +82,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("model_dir")
-    app.run(main)
+    filesystems.run(main)

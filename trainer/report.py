@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfrecords_tool.manifest import register_filesystems
+from tfrecords_tool import filesystems
 
 # --log_dir is absl.logging's own flag (as in trainer.main): here, the TensorBoard log dir to read.
 flags.DEFINE_string("output", "report", "Directory for the PNGs and index.html.")
@@ -169,7 +169,7 @@ def write_index(output, log_dir, curves, histogram_pngs):
 
 def report(log_dir, output, max_columns):
     """Writes the PNGs and index.html; returns the paths written."""
-    register_filesystems(log_dir)
+    filesystems.register(log_dir)
     if not tf.io.gfile.isdir(log_dir):
         raise ReportError(f"log dir {log_dir} does not exist")
     runs = {name: read_run(directory) for name, directory in find_runs(log_dir).items()}
@@ -208,4 +208,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    filesystems.run(main)
