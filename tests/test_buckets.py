@@ -1,11 +1,18 @@
 """Every tool on s3:// paths, against moto's local S3 server (tensorflow-io's S3 file system,
 pointed at it with S3_ENDPOINT): convert, verify, train, evaluate, predict, export, report."""
-import os
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tf_keras as keras
+
+from trainer import models  # noqa: F401  (registers the custom classes for load_model)
+from trainer_fixtures import base_args, clean_env, epoch_headers, run_trainer, start_trainer, wait_for
+from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "documents"
@@ -25,8 +32,8 @@ def s3():
     client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     client.create_bucket(Bucket=BUCKET)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", S3_ENDPOINT=f"http://{host}:{port}",
-               S3_USE_HTTPS="0", S3_VERIFY_SSL="0", AWS_EC2_METADATA_DISABLED="true", **credentials)
+    env = clean_env(S3_ENDPOINT=f"http://{host}:{port}", S3_USE_HTTPS="0", S3_VERIFY_SSL="0",
+                    AWS_EC2_METADATA_DISABLED="true", **credentials)
     yield client, env
     server.stop()
 
@@ -77,9 +84,18 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     verified = _ok(_run(env, "-m", "tfrecords_tool.verify", f"--data_dir={records}"))
     assert "OK train" in verified.stdout and "OK val" in verified.stdout
 
-    _ok(_run(env, "-m", "trainer.main", "--model=model2", "--weights=none", f"--data_dir={records}",
-             f"--model_dir={run}", "--epochs=2", "--steps_per_epoch=2", "--batch_size=8",
-             "--backup_every_steps=1"))
+    # VGG16 weights from the bucket too (an offline cluster's copy of the ImageNet file)
+    keras.utils.set_random_seed(5)
+    vgg16 = keras.applications.VGG16(include_top=False, weights=None)
+    vgg16.save_weights(str(tmp_path / "vgg16_notop.weights.h5"))
+    client.upload_file(str(tmp_path / "vgg16_notop.weights.h5"), BUCKET, "vgg16_notop.weights.h5")
+    _ok(_run(env, "-m", "trainer.main", "--model=model2", f"--weights=s3://{BUCKET}/vgg16_notop.weights.h5",
+             f"--data_dir={records}", f"--model_dir={run}", "--epochs=2", "--steps_per_epoch=2",
+             "--batch_size=8", "--backup_every_steps=1"))
+    client.download_file(BUCKET, "run/final.keras", str(tmp_path / "final.keras"))
+    trained = keras.models.load_model(tmp_path / "final.keras", compile=False).get_layer("vgg16")
+    np.testing.assert_array_equal(trained.get_layer("block3_conv2").get_weights()[0],
+                                  vgg16.get_layer("block3_conv2").get_weights()[0])  # frozen
     stored = _keys(client, "run/")
     assert {"final.keras", "best.keras", "history.json", "class_names.json",
             "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5"} <= stored
@@ -102,3 +118,31 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert {"eval-val/metrics.json", "eval-val/confusion_matrix.png",
             "export/1/saved_model.pb"} <= stored
     assert "index.html" in _keys(client, "report/")
+
+
+def test_sigterm_with_the_model_dir_on_s3_exits_143_and_the_rerun_resumes(s3, trainer_data):  # noqa: F811
+    """A preemptible VM writing to a bucket: SIGTERM mid-run saves the state there and exits 143
+    (not tensorflow-io's 134); the same command finishes the run without redoing epoch 1."""
+    client, env = s3
+    model_dir = f"s3://{BUCKET}/preempted"
+    args = base_args(trainer_data(32), model_dir, "--nofeature_cache", "--steps_per_epoch=8",
+                     "--backup_every_steps=4", epochs=3)
+    proc = start_trainer(*args, env=env)
+    try:
+        wait_for(lambda: "Epoch 2/" in proc.stdout, 180, proc, "epoch 2")
+        proc.signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, proc.tail()
+    assert "state saved" in proc.stderr, proc.tail()
+    assert any(key.startswith("backup/") for key in _keys(client, "preempted/"))
+    epoch_one = client.head_object(Bucket=BUCKET, Key="preempted/checkpoints/epoch-001.weights.h5")
+
+    again = run_trainer(*args, env=env, timeout=240).check(0)
+    assert epoch_headers(again.stdout)[0] >= 2, again.tail()
+    stored = _keys(client, "preempted/")
+    assert "final.keras" in stored and not any(key.startswith("backup/") for key in stored)
+    assert sorted(json.loads(_body(client, "preempted/history.json"))) == ["0", "1", "2"]
+    assert client.head_object(Bucket=BUCKET, Key="preempted/checkpoints/epoch-001.weights.h5")[
+        "LastModified"] == epoch_one["LastModified"]  # not written again
