@@ -18,7 +18,10 @@ TINY_FLAGS = {
     "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2, "convert_budget_s": 0.0,
     # model2 at 32 px: the smallest cached-epoch measurement (the default is model1 at 128 px)
     "cache_model": "model2", "cache_image_size": 32, "stage_pages": 8,
+    "train_models": "model2", "train_batch_size": 8, "train_steps": 2,
 }
+# Stands in for nvidia-smi's `-lms` sampling: two samples, then it runs until terminated.
+FAKE_NVIDIA_SMI = "#!/bin/sh\necho 40\necho 60\nexec sleep 300\n"
 
 FIGURES = [
     "seed_loader_img_s", "convert_img_s_1", "convert_img_s_all", "convert_scaling",
@@ -35,7 +38,12 @@ def bench(tmp_path_factory):
     output = tmp / "bench.json"
     command = [sys.executable, "-m", "trainer.bench", f"--output={output}", f"--work_dir={tmp}"]
     command += [f"--{name}={value}" for name, value in TINY_FLAGS.items()]
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    tools = tmp / "tools"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (tools / "nvidia-smi").chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
+               PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(output.read_text()), run.stdout, tmp
@@ -103,12 +111,23 @@ def test_measured_what_it_says(bench):
     assert cached["image_size"] == 32 and cached["model"] == "model2"
     assert cached["records"] == 32 and cached["steps_per_epoch"] == 2
     assert len(cached["uncached_epoch_s"]) == len(cached["cached_epoch_s"]) == 2  # warm-up + 1
+    training = result["training"]["model2"]
+    assert training["batch_size"] == 8 and training["steps_per_epoch"] == 2
+    assert training["policy"] == "float32" and training["replicas"] == 1  # CPU: precision auto
+    for name in ("in_memory", "pipeline"):
+        assert _positive(training[f"img_s_{name}"])
+        assert len(training[f"epoch_s_{name}"]) == 2  # warm-up + 1
+        assert training[f"gpu_utilization_{name}"] == 50.0  # the fake nvidia-smi's two samples
+    assert training["pipeline_vs_in_memory"] == pytest.approx(
+        training["img_s_pipeline"] / training["img_s_in_memory"])
+    assert training["input_bound"] == (training["pipeline_vs_in_memory"] < 0.95)
 
 
 def test_settings_and_machine_recorded(bench):
     result, stdout, tmp = bench
     for name, value in TINY_FLAGS.items():
-        assert result["settings"][name] == value, name
+        expected = value.split(",") if name == "train_models" else value
+        assert result["settings"][name] == expected, name
     machine = result["machine"]
     for key in ("cpu_cores", "cpu_model", "tensorflow", "gpu", "loadavg_before", "parallel_capacity"):
         assert key in machine, key
@@ -118,4 +137,5 @@ def test_settings_and_machine_recorded(bench):
                                       "pipeline_vs_seed", "pipeline_img_s_per_core",
                                       "cached_epoch_speedup"}
     assert "pipeline_vs_seed" in stdout and "cached_epoch_speedup" in stdout  # the table
+    assert "train_img_s_model2" in stdout
     assert not [p for p in tmp.iterdir() if p.name.startswith("bench-")]  # work dir removed

@@ -69,6 +69,15 @@ def test_tensorflow_io_still_aborts_after_s3_use(s3):
     assert "pure virtual method called" in result.stderr
 
 
+def test_a_tool_failing_after_s3_use_keeps_its_message_and_status(s3, sample_dir):
+    _, env = s3
+    result = _run(env, "-m", "tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
+                  f"--images_dir={sample_dir / 'nowhere'}", f"--output_dir=s3://{BUCKET}/failed")
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "convert: error: none of 20 sampled pages exists" in result.stderr
+    assert "pure virtual method called" not in result.stderr
+
+
 def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     client, env = s3
     records, run = f"s3://{BUCKET}/records", f"s3://{BUCKET}/run"

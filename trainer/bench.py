@@ -23,6 +23,12 @@ directory), it measures and writes to --output (JSON), and prints as a table:
   host would cost; the trainer runs it inside the model, on the accelerator).
 - cached_epoch_speedup: model1 (weights none) epoch time over image records (VGG16 forward every
   step) / epoch time of the head on trainer.feature_cache's features, both after a warm-up epoch.
+- training (--train_models; by default model1 and model3 when a GPU is visible, none on a CPU):
+  images/s of model.fit steps (weights none, at --image_size, --train_batch_size) fed by the
+  trainer's pipeline and by one batch held in memory; when the pipeline's rate is below 95% of
+  the in-memory one, training is input-bound. With nvidia-smi, the mean GPU utilisation of the
+  timed epochs. Precision and strategy come from trainer.distribute's flags (--precision=auto:
+  mixed_float16 on GPUs), as in trainer.main.
 - the machine (cores, CPU model, TF version, GPUs, load average, a check of how many cores this
   process can actually get in parallel) and every setting used.
 
@@ -49,6 +55,7 @@ import tf_keras as keras
 from absl import app, flags
 
 from tfrecords_tool import sample
+from trainer import distribute
 
 FLAGS = flags.FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,6 +138,13 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_integer("timed_epochs", 2, "Epochs timed (after one warm-up epoch) for each of the "
                          "uncached and cached fits; the fastest counts.", lower_bound=1)
+    flags.DEFINE_list("train_models", None, "Models whose training steps are timed (default: "
+                      "model1,model3 when a GPU is visible, none on a CPU, where a VGG16 step at "
+                      "224 px takes seconds).")
+    flags.DEFINE_integer("train_batch_size", 256, "Global batch size of the training measurement.",
+                         lower_bound=1)
+    flags.DEFINE_integer("train_steps", 20, "Steps per timed training epoch (after one warm-up "
+                         "epoch of as many steps).", lower_bound=1)
     flags.DEFINE_integer("cache_batch_size", 32, "Batch size of the cached-epoch measurement "
                          "(trainer.main's default).", lower_bound=1)
 
@@ -448,7 +462,8 @@ class EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
-def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_epochs, cache_dir):
+def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_epochs, cache_dir,
+                  strategy):
     """(uncached epoch time, cached epoch time, details) as trainer.main trains models 1/2."""
     from trainer import data, feature_cache, models
 
@@ -457,7 +472,6 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     image_size, image_format = manifest["image_size"], manifest["image_format"]
     files = data.shard_files(data_dir, "train")
     steps = max(1, manifest["num_records"] // batch_size)
-    strategy = tf.distribute.get_strategy()
     with strategy.scope():  # trainer.main.build() + compile_() (Adam 1e-3, its defaults)
         model = models.build_model(model_name, image_size, len(manifest["class_names"]), "none",
                                    "none", seed)
@@ -499,6 +513,58 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     }
 
 
+class GpuUtilization(keras.callbacks.Callback):
+    """Mean utilisation (%) over all GPUs that `nvidia-smi` reports every 200 ms during the epochs
+    after the first (warm-up) one; `mean` stays None without nvidia-smi."""
+
+    def __init__(self):
+        super().__init__()
+        self.mean, self._sampler = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1 and shutil.which("nvidia-smi"):
+            self._sampler = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+    def on_train_end(self, logs=None):
+        if self._sampler is None:
+            return
+        self._sampler.terminate()
+        samples = [float(value) for line in self._sampler.communicate()[0].splitlines()
+                   for value in line.split(",") if value.strip()]
+        self.mean = sum(samples) / len(samples) if samples else None
+
+
+def training_steps(files, image_size, image_format, model_name, batch_size, steps, repeats,
+                   shuffle_buffer, seed, strategy):
+    """Images/s of model.fit steps fed by the trainer's pipeline and by one batch held in memory."""
+    from trainer import data, models
+
+    keras.utils.set_random_seed(seed)
+    with strategy.scope():  # trainer.main.build() + compile_(), random VGG16 weights
+        model = models.build_model(model_name, image_size, 16, "none", "none", seed)
+        backbone_optimizer = keras.optimizers.Adam(1e-5) if model_name == "model3" else None
+        models.compile_model(model, keras.optimizers.Adam(1e-3), backbone_optimizer)
+    pipeline = data.image_dataset(files, image_size, image_format, batch_size, training=True,
+                                  seed=seed, deterministic=False, shuffle_buffer=shuffle_buffer,
+                                  num_workers=1)
+    in_memory = tf.data.Dataset.from_tensors(next(iter(pipeline))).repeat()
+    result = {"model": model_name, "image_size": image_size, "batch_size": batch_size,
+              "steps_per_epoch": steps, "policy": keras.mixed_precision.global_policy().name,
+              "replicas": strategy.num_replicas_in_sync}
+    for name, dataset in (("in_memory", in_memory), ("pipeline", pipeline)):
+        timer, utilization = EpochTimes(), GpuUtilization()
+        model.fit(dataset, epochs=1 + repeats, steps_per_epoch=steps,
+                  callbacks=[timer, utilization], verbose=0)
+        result[f"img_s_{name}"] = steps * batch_size / min(timer.times[1:])
+        result[f"epoch_s_{name}"] = [round(t, 4) for t in timer.times]
+        result[f"gpu_utilization_{name}"] = utilization.mean
+    result["pipeline_vs_in_memory"] = result["img_s_pipeline"] / result["img_s_in_memory"]
+    result["input_bound"] = result["pipeline_vs_in_memory"] < 0.95
+    return result
+
+
 # --------------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------------
@@ -520,10 +586,12 @@ def _target(value, target, unit=""):
             "margin": round(value / target, 3), "unit": unit}
 
 
-def run(settings, work):
+def run(settings, work, strategy):
     """All measurements; returns the result dict (JSON-ready)."""
     cores = os.cpu_count()
     result = {"machine": machine_info(), "settings": settings}
+    result["machine"].update(policy=keras.mixed_precision.global_policy().name,
+                             replicas=strategy.num_replicas_in_sync)
     result["machine"]["loadavg_before"] = list(os.getloadavg())
 
     log(f"generating {16 * settings['pages_per_class']} TIFF pages in {work}", stage="generate")
@@ -624,11 +692,19 @@ def run(settings, work):
         stage="cached_epochs")
     uncached_s, cached_s, details = cached_epochs(
         cache_data, settings["cache_model"], settings["cache_batch_size"], settings["shuffle_buffer"],
-        settings["seed"], settings["timed_epochs"], os.path.join(work, "feature_cache"))
+        settings["seed"], settings["timed_epochs"], os.path.join(work, "feature_cache"), strategy)
     result["cached_epochs"] = details
     result["uncached_epoch_s"] = uncached_s
     result["cached_epoch_s"] = cached_s
     result["cached_epoch_speedup"] = uncached_s / cached_s
+
+    result["training"] = {}
+    for model_name in settings["train_models"]:
+        log(f"training steps ({model_name}, batch {settings['train_batch_size']}): pipeline vs "
+            "in-memory batch", stage=f"training_{model_name}")
+        result["training"][model_name] = training_steps(
+            raw_copies, size, "raw", model_name, settings["train_batch_size"],
+            settings["train_steps"], repeats, settings["shuffle_buffer"], settings["seed"], strategy)
 
     log(None)
     result["stage_s"] = dict(_STAGES)
@@ -685,6 +761,10 @@ def table(result):
         ("cached_epoch_s", result["cached_epoch_s"], ""),
         ("cached_epoch_speedup", result["cached_epoch_speedup"], ""),
     ]
+    for model_name, measured in result["training"].items():
+        rows.append((f"train_img_s_{model_name}", measured["img_s_pipeline"],
+                     f"fit on the pipeline; in memory {measured['img_s_in_memory']:,.1f}: input-bound "
+                     f"{'yes' if measured['input_bound'] else 'no'}, {measured['policy']}"))
     lines = [f"{'metric':<24}{'value':>14}  note"]
     lines += [f"{name:<24}{value:>14,.2f}  {note}" for name, value, note in rows]
     lines.append("")
@@ -708,8 +788,11 @@ def settings_from_flags():
              "png_timed_batches", "repeats", "convert_repeats", "convert_budget_s",
              "augment_level", "augment_batch_size",
              "augment_batches", "cache_model", "cache_image_size", "cache_records",
-             "cache_batch_size", "timed_epochs"]
+             "cache_batch_size", "timed_epochs", "train_batch_size", "train_steps", "strategy",
+             "cpu_replicas", "precision"]
     settings = {name: getattr(FLAGS, name) for name in names}
+    settings["train_models"] = (FLAGS.train_models if FLAGS.train_models is not None else
+                                ["model1", "model3"] if tf.config.list_physical_devices("GPU") else [])
     settings.update(seed_loader="keras ImageDataGenerator(rescale=1/255).flow_from_dataframe("
                                 "x_col='path', y_col='label' (str), class_mode='categorical', "
                                 "color_mode='rgb', shuffle=True)",
@@ -724,11 +807,16 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.cache_model == "model1" and FLAGS.cache_image_size < 128:
         raise app.UsageError("--cache_model=model1 needs --cache_image_size >= 128")
+    from trainer import models
+    unknown = [name for name in FLAGS.train_models or [] if name not in models.MODEL_NAMES]
+    if unknown:
+        raise app.UsageError(f"--train_models: unknown {unknown}; choose from {models.MODEL_NAMES}")
+    strategy = distribute.strategy_from_flags()  # before anything else touches the devices
     settings = settings_from_flags()
     start = time.perf_counter()
     work = tempfile.mkdtemp(prefix="bench-", dir=FLAGS.work_dir)
     try:
-        result = run(settings, work)
+        result = run(settings, work, strategy)
     finally:
         if FLAGS.keep_work_dir:
             log(f"work directory kept: {work}")
