@@ -90,6 +90,14 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert len(shards) == 4
     for name in shards + ["train-manifest.json", "val-manifest.json"]:  # the same bytes
         assert _body(client, f"records/{name}") == (tmp_path / "records" / name).read_bytes(), name
+    # pages and label file in the bucket, read by the converter's worker processes
+    for path in sorted(sample_dir.rglob("*.tif")) + [sample_dir / "labels.txt"]:
+        client.upload_file(str(path), BUCKET, f"sample/{path.relative_to(sample_dir)}")
+    _ok(_run(env, "-m", "tfrecords_tool.convert", f"--labels=s3://{BUCKET}/sample/labels.txt",
+             f"--images_dir=s3://{BUCKET}/sample/images", f"--output_dir={tmp_path / 'from-s3'}",
+             "--image_size=32", "--val_fraction=0.25", "--num_shards=2", "--workers=2"))
+    for name in shards:
+        assert (tmp_path / "from-s3" / name).read_bytes() == (tmp_path / "records" / name).read_bytes()
     verified = _ok(_run(env, "-m", "tfrecords_tool.verify", f"--data_dir={records}"))
     assert "OK train" in verified.stdout and "OK val" in verified.stdout
 

@@ -297,7 +297,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         task_index, num_tasks = resolve_task(FLAGS.task_index, FLAGS.num_tasks, os.environ)
-        # Workers are forked before TensorFlow touches any file system or starts threads.
+        # Workers are forked before TensorFlow touches any file system or starts threads, and
+        # after the bucket file systems are registered: they read pages from s3:// too.
+        filesystems.register(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels)
         pool = (multiprocessing.get_context("fork").Pool(FLAGS.workers)
                 if FLAGS.workers > 1 and not FLAGS.merge_only else None)
         try:
