@@ -10,9 +10,10 @@ antialiased: every source pixel contributes, so thin strokes of text turn gray i
 vanishing as with the reference's nearest-neighbour resize. It is Pillow's BILINEAR resize with
 `reducing_gap=REDUCING_GAP`: first a box average over whole k x k blocks (`Image.reduce`, k =
 int(side / S / REDUCING_GAP)), then the bilinear filter over the remaining >= 1.5x reduction.
-On a 1000 px page to 224 px that takes 0.60 ms instead of the 1.03 ms of bilinear alone (a
-quarter of the converter's time per page), and the result differs from it by 1.0 grey level on
-average (`reducing_gap` in Pillow's documentation: 3.0 is indistinguishable, 1.0 the fastest).
+On the sample's 1000 px pages to 224 px that takes 0.58 ms instead of the 1.00 ms of bilinear
+alone (decoding takes 1.3 ms), and the result differs from it by 0.83 grey levels on average
+(`page_stages` of `python -m trainer.bench`; Pillow's documentation of `reducing_gap`: 3.0 is
+indistinguishable from plain resampling, 1.0 the fastest).
 trainer/export.py repeats exactly these steps in the serving graph.
 """
 import io
