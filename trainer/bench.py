@@ -808,9 +808,11 @@ def main(argv):
     if FLAGS.cache_model == "model1" and FLAGS.cache_image_size < 128:
         raise app.UsageError("--cache_model=model1 needs --cache_image_size >= 128")
     from trainer import models
-    unknown = [name for name in FLAGS.train_models or [] if name not in models.MODEL_NAMES]
-    if unknown:
-        raise app.UsageError(f"--train_models: unknown {unknown}; choose from {models.MODEL_NAMES}")
+    for name in FLAGS.train_models or []:
+        try:
+            models.check_name_and_size(name, FLAGS.image_size)
+        except ValueError as e:
+            raise app.UsageError(f"--train_models: {e}") from e
     strategy = distribute.strategy_from_flags()  # before anything else touches the devices
     settings = settings_from_flags()
     start = time.perf_counter()

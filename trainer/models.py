@@ -128,6 +128,20 @@ def _build_vgg16(inputs, weights, augment_layer=None):
                 f"{type(e).__name__}: {e}") from e
 
 
+def check_name_and_size(name, image_size):
+    """Raises ValueError for an unknown model name or an image size too small for the model."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
+    min_size = 128 if name == "model1" else 32
+    if image_size < min_size:
+        raise ValueError(
+            f"{name} needs image_size >= {min_size} (VGG16 feature map is image_size // 32 = "
+            f"{image_size // 32} per side"
+            + (", too small for its 3x3 conv + 2x2 pool head)" if name == "model1" else ")")
+            + f"; got image_size={image_size}"
+        )
+
+
 def build_model(name, image_size=224, num_classes=16, weights="imagenet", augment="none", seed=None):
     """Builds model1/model2/model3 for uint8 [image_size, image_size, 1] input.
 
@@ -139,16 +153,7 @@ def build_model(name, image_size=224, num_classes=16, weights="imagenet", augmen
     size, or a weights file that is missing or does not fit. Set the global mixed precision
     policy before calling; the softmax output is float32 in any case.
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}: expected one of {', '.join(MODEL_NAMES)}")
-    min_size = 128 if name == "model1" else 32
-    if image_size < min_size:
-        raise ValueError(
-            f"{name} needs image_size >= {min_size} (VGG16 feature map is image_size // 32 = "
-            f"{image_size // 32} per side"
-            + (", too small for its 3x3 conv + 2x2 pool head)" if name == "model1" else ")")
-            + f"; got image_size={image_size}"
-        )
+    check_name_and_size(name, image_size)
     inputs = keras.Input((image_size, image_size, 1), dtype="uint8", name="image")
     vgg = _build_vgg16(keras.Input((image_size, image_size, 1), dtype="uint8"),
                        _vgg16_weights(weights), augmentation(augment, seed))
