@@ -2,19 +2,16 @@
 pointed at it with S3_ENDPOINT): convert, verify, train, evaluate, predict, export, report."""
 import json
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
+from trained_run import check, run_python
 from trainer import models  # noqa: F401  (registers the custom classes for load_model)
 from trainer_fixtures import base_args, clean_env, epoch_headers, run_trainer, start_trainer, wait_for
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
-REPO = Path(__file__).resolve().parents[1]
 BUCKET = "documents"
 
 
@@ -38,14 +35,8 @@ def s3():
     server.stop()
 
 
-def _run(env, *args):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def _ok(result):
-    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-3000:]}"
-    return result
+def _tool(env, *args):
+    return run_python(*args, env=env)
 
 
 def _keys(client, prefix):
@@ -64,14 +55,14 @@ def test_tensorflow_io_still_aborts_after_s3_use(s3):
     client.put_object(Bucket=BUCKET, Key="probe.txt", Body=b"x")
     script = ("import tensorflow as tf, tensorflow_io\n"
               f"assert tf.io.gfile.GFile('s3://{BUCKET}/probe.txt', 'rb').read() == b'x'\n")
-    result = _run(env, "-c", script)
+    result = _tool(env, "-c", script)
     assert result.returncode == -6 or result.returncode == 134, (result.returncode, result.stderr)
     assert "pure virtual method called" in result.stderr
 
 
 def test_a_tool_failing_after_s3_use_keeps_its_message_and_status(s3, sample_dir):
     _, env = s3
-    result = _run(env, "-m", "tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
+    result = _tool(env, "-m", "tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
                   f"--images_dir={sample_dir / 'nowhere'}", f"--output_dir=s3://{BUCKET}/failed")
     assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
     assert "convert: error: none of 20 sampled pages exists" in result.stderr
@@ -84,8 +75,8 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     convert = ["-m", "tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
                f"--images_dir={sample_dir / 'images'}", "--image_size=32", "--val_fraction=0.25",
                "--num_shards=2", "--workers=2"]
-    _ok(_run(env, *convert, f"--output_dir={records}"))
-    _ok(_run(env, *convert, f"--output_dir={tmp_path / 'records'}"))
+    check(_tool(env, *convert, f"--output_dir={records}"))
+    check(_tool(env, *convert, f"--output_dir={tmp_path / 'records'}"))
     shards = sorted(p.name for p in (tmp_path / "records").glob("*.tfrecord"))
     assert len(shards) == 4
     for name in shards + ["train-manifest.json", "val-manifest.json"]:  # the same bytes
@@ -93,12 +84,12 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     # pages and label file in the bucket, read by the converter's worker processes
     for path in sorted(sample_dir.rglob("*.tif")) + [sample_dir / "labels.txt"]:
         client.upload_file(str(path), BUCKET, f"sample/{path.relative_to(sample_dir)}")
-    _ok(_run(env, "-m", "tfrecords_tool.convert", f"--labels=s3://{BUCKET}/sample/labels.txt",
+    check(_tool(env, "-m", "tfrecords_tool.convert", f"--labels=s3://{BUCKET}/sample/labels.txt",
              f"--images_dir=s3://{BUCKET}/sample/images", f"--output_dir={tmp_path / 'from-s3'}",
              "--image_size=32", "--val_fraction=0.25", "--num_shards=2", "--workers=2"))
     for name in shards:
         assert (tmp_path / "from-s3" / name).read_bytes() == (tmp_path / "records" / name).read_bytes()
-    verified = _ok(_run(env, "-m", "tfrecords_tool.verify", f"--data_dir={records}"))
+    verified = check(_tool(env, "-m", "tfrecords_tool.verify", f"--data_dir={records}"))
     assert "OK train" in verified.stdout and "OK val" in verified.stdout
 
     # VGG16 weights from the bucket too (an offline cluster's copy of the ImageNet file)
@@ -106,7 +97,7 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     vgg16 = keras.applications.VGG16(include_top=False, weights=None)
     vgg16.save_weights(str(tmp_path / "vgg16_notop.weights.h5"))
     client.upload_file(str(tmp_path / "vgg16_notop.weights.h5"), BUCKET, "vgg16_notop.weights.h5")
-    _ok(_run(env, "-m", "trainer.main", "--model=model2", f"--weights=s3://{BUCKET}/vgg16_notop.weights.h5",
+    check(_tool(env, "-m", "trainer.main", "--model=model2", f"--weights=s3://{BUCKET}/vgg16_notop.weights.h5",
              f"--data_dir={records}", f"--model_dir={run}", "--epochs=2", "--steps_per_epoch=2",
              "--batch_size=8", "--backup_every_steps=1"))
     client.download_file(BUCKET, "run/final.keras", str(tmp_path / "final.keras"))
@@ -119,18 +110,18 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert any(key.startswith("logs/train/events.") for key in stored)
     assert not any(".tmp-" in key or key.startswith("backup/") for key in stored)
 
-    evaluated = _ok(_run(env, "-m", "trainer.evaluate", f"--model_dir={run}",
+    evaluated = check(_tool(env, "-m", "trainer.evaluate", f"--model_dir={run}",
                          f"--data_dir={records}", "--split=val"))
     assert "val: 24 records" in evaluated.stdout
     page = sorted((sample_dir / "images" / "letter").glob("*.tif"))[0]
     client.upload_file(str(page), BUCKET, "pages/letter.tif")
-    predicted = _run(env, "-m", "trainer.predict", f"--model_dir={run}",
+    predicted = _tool(env, "-m", "trainer.predict", f"--model_dir={run}",
                      f"s3://{BUCKET}/pages/letter.tif", f"s3://{BUCKET}/pages/missing.tif")
     assert predicted.returncode == 1  # one page missing: reported, the other classified
     assert predicted.stdout.startswith(f"s3://{BUCKET}/pages/letter.tif: ")
     assert f"error: s3://{BUCKET}/pages/missing.tif: file not found" in predicted.stderr
-    _ok(_run(env, "-m", "trainer.export", f"--model_dir={run}"))
-    _ok(_run(env, "-m", "trainer.report", f"--log_dir={run}/logs", f"--output=s3://{BUCKET}/report"))
+    check(_tool(env, "-m", "trainer.export", f"--model_dir={run}"))
+    check(_tool(env, "-m", "trainer.report", f"--log_dir={run}/logs", f"--output=s3://{BUCKET}/report"))
     stored = _keys(client, "run/")
     assert {"eval-val/metrics.json", "eval-val/confusion_matrix.png",
             "export/1/saved_model.pb"} <= stored

@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 32
 
 
-def run_python(*args, cwd=REPO):
+def run_python(*args, cwd=REPO, env=None):
     """Runs `python args...` in a fresh interpreter; returns the CompletedProcess (text output)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(env or os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

@@ -462,6 +462,18 @@ class EpochTimes(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self.start)
 
 
+def _compiled_model(strategy, model_name, image_size, num_classes, seed):
+    """As trainer.main.build() + compile_() with their defaults: random VGG16 weights, Adam 1e-3
+    (model3's fine-tuned VGG16 layers: Adam 1e-5)."""
+    from trainer import models
+
+    with strategy.scope():
+        model = models.build_model(model_name, image_size, num_classes, "none", "none", seed)
+        backbone_optimizer = keras.optimizers.Adam(1e-5) if model_name == "model3" else None
+        models.compile_model(model, keras.optimizers.Adam(1e-3), backbone_optimizer)
+    return model
+
+
 def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_epochs, cache_dir,
                   strategy):
     """(uncached epoch time, cached epoch time, details) as trainer.main trains models 1/2."""
@@ -472,10 +484,7 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     image_size, image_format = manifest["image_size"], manifest["image_format"]
     files = data.shard_files(data_dir, "train")
     steps = max(1, manifest["num_records"] // batch_size)
-    with strategy.scope():  # trainer.main.build() + compile_() (Adam 1e-3, its defaults)
-        model = models.build_model(model_name, image_size, len(manifest["class_names"]), "none",
-                                   "none", seed)
-        models.compile_model(model, keras.optimizers.Adam(1e-3))
+    model = _compiled_model(strategy, model_name, image_size, len(manifest["class_names"]), seed)
 
     def images(training):
         return data.image_dataset(files, image_size, image_format, batch_size, training=training,
@@ -539,13 +548,10 @@ class GpuUtilization(keras.callbacks.Callback):
 def training_steps(files, image_size, image_format, model_name, batch_size, steps, repeats,
                    shuffle_buffer, seed, strategy):
     """Images/s of model.fit steps fed by the trainer's pipeline and by one batch held in memory."""
-    from trainer import data, models
+    from trainer import data
 
     keras.utils.set_random_seed(seed)
-    with strategy.scope():  # trainer.main.build() + compile_(), random VGG16 weights
-        model = models.build_model(model_name, image_size, 16, "none", "none", seed)
-        backbone_optimizer = keras.optimizers.Adam(1e-5) if model_name == "model3" else None
-        models.compile_model(model, keras.optimizers.Adam(1e-3), backbone_optimizer)
+    model = _compiled_model(strategy, model_name, image_size, 16, seed)
     pipeline = data.image_dataset(files, image_size, image_format, batch_size, training=True,
                                   seed=seed, deterministic=False, shuffle_buffer=shuffle_buffer,
                                   num_workers=1)

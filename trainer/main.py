@@ -223,7 +223,7 @@ def train(strategy):
 
 
 def _apply_learning_rates(model):
-    if FLAGS.lr_schedule != "constant" or FLAGS.warmup_steps:
+    if not schedule.is_constant(FLAGS.lr_schedule, FLAGS.warmup_steps):
         return  # the schedule was built from the flags; it follows the restored step counter
     for optimizer, rate in ((model.optimizer, FLAGS.learning_rate),
                             (getattr(model, "backbone_optimizer", None), FLAGS.backbone_learning_rate)):

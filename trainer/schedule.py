@@ -42,9 +42,14 @@ class WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "decay": self.decay}
 
 
+def is_constant(schedule, warmup_steps):
+    """True when the rate is a plain float: the optimizer keeps it in a variable a run can set."""
+    return schedule == "constant" and not warmup_steps
+
+
 def learning_rate(peak, schedule, warmup_steps, total_steps):
     """A float for a constant rate without warm-up (the optimizer's plain variable), else a
     WarmupThenDecay."""
-    if schedule == "constant" and not warmup_steps:
+    if is_constant(schedule, warmup_steps):
         return peak
     return WarmupThenDecay(peak, total_steps, warmup_steps, decay=schedule)
