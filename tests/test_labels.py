@@ -70,12 +70,16 @@ def test_full_path():
 
 
 def test_repeated_paths_keep_first_line_and_warn(tmp_path, caplog):
-    path = _write(tmp_path, "a.tif 1\nb.tif 2\n./a.tif 3\nb.tif 2\nc.tif 4\n")
+    path = _write(tmp_path, "a.tif 1\nb.tif 2\n./a.tif 3\nb.tif 2\nc.tif 4\nc.tif 4\n")
     with caplog.at_level(logging.WARNING):
         pages = labels.read_labels(path)
     assert pages == [Page("a.tif", 1), Page("b.tif", 2), Page("c.tif", 4)]
-    assert "2 repeated paths" in caplog.text
-    assert "./a.tif (lines 1 and 3)" in caplog.text and "b.tif (lines 2 and 4)" in caplog.text
+    conflicts, repeats = [r.getMessage() for r in caplog.records]
+    assert "1 paths listed with conflicting labels, the first line's label kept" in conflicts
+    assert "./a.tif (line 1: label 1, line 3: label 3; kept 1)" in conflicts
+    assert "b.tif" not in conflicts
+    assert "2 repeated paths ignored" in repeats
+    assert "b.tif (lines 2 and 4)" in repeats and "c.tif (lines 5 and 6)" in repeats
 
 
 def test_empty_and_non_utf8_files(tmp_path):

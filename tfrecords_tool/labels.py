@@ -91,25 +91,35 @@ def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=Fal
         lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise LabelFileError(f"{label_file}: not UTF-8 text ({e})") from None
-    pages, first_line, repeats = [], {}, []
+    pages, first, repeats, conflicts = [], {}, [], []
     for number, path, label_text in _fields(lines, label_file):
         try:
             page = _check_page(path, label_text, num_classes, allow_outside)
         except ValueError as e:
             raise _line_error(label_file, number, e) from None
         key = posixpath.normpath(path)
-        if key in first_line:
-            repeats.append(f"{path} (lines {first_line[key]} and {number})")
-        else:
-            first_line[key] = number
+        if key not in first:
+            first[key] = number, page
             pages.append(page)
+            continue
+        kept_line, kept = first[key]
+        if kept.label == page.label:
+            repeats.append(f"{path} (lines {kept_line} and {number})")
+        else:
+            conflicts.append(f"{path} (line {kept_line}: label {kept.label}, line {number}: "
+                             f"label {page.label}; kept {kept.label})")
     if not pages:
         raise LabelFileError(f"{label_file}: no pages listed")
-    if repeats:
-        more = f" and {len(repeats) - 10} more" if len(repeats) > 10 else ""
-        logging.warning("%s: %d repeated paths ignored, first line kept: %s%s",
-                        label_file, len(repeats), ", ".join(repeats[:10]), more)
+    _warn_list(f"{label_file}: {len(conflicts)} paths listed with conflicting labels, the first "
+               "line's label kept (check which is right)", conflicts)
+    _warn_list(f"{label_file}: {len(repeats)} repeated paths ignored, first line kept", repeats)
     return pages
+
+
+def _warn_list(message, items, shown=10):
+    if items:
+        more = f" and {len(items) - shown} more" if len(items) > shown else ""
+        logging.warning("%s: %s%s", message, ", ".join(items[:shown]), more)
 
 
 def normalize_class_name(name):
