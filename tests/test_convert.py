@@ -88,10 +88,13 @@ def test_damaged_pages_raise(tmp_path, page):
     sample.write_tiff(tmp_path / "raw.tif", page, "raw")
     png = io.BytesIO()
     Image.fromarray(page).save(png, "PNG")
+    strip = len(whole) - len(page.tobytes()) // 2  # inside the LZW strip
+    noise = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
     cases = {
-        "damaged image data": whole[:len(whole) * 6 // 10],
+        "truncated strip data .the file has": whole[:len(whole) * 6 // 10],
         "damaged TIFF header or directory": (tmp_path / "lzw.tif").read_bytes()[:3000],
-        "image file is truncated": (tmp_path / "raw.tif").read_bytes()[:-100],
+        "truncated strip data": (tmp_path / "raw.tif").read_bytes()[:-100],
+        "damaged image data: Using code not yet in table": whole[:strip] + noise + whole[strip + 400:],
         "empty file": b"",
         "not a TIFF file": b"path label\n",
     }

@@ -10,8 +10,9 @@ machines can share the work: task `--task_index` of `--num_tasks` converts every
 shard (both default from Google Cloud Batch, AWS Batch array or Kubernetes indexed Job
 variables) and whichever task finds all shards of a split complete writes its manifest.
 """
+import collections
 import functools
-import multiprocessing
+import itertools
 import os
 import posixpath
 import sys
@@ -27,6 +28,7 @@ from tfrecords_tool import decode
 from tfrecords_tool import filesystems
 from tfrecords_tool import labels
 from tfrecords_tool import manifest
+from tfrecords_tool import page_pool
 from tfrecords_tool import records
 from tfrecords_tool import split
 from tfrecords_tool import write
@@ -42,7 +44,7 @@ _TASK_VARIABLES = (
 )
 _PROBE_PAGES = 20
 _MIN_PAGES_FOR_BAD_FRACTION = 100
-_CHUNK_PAGES = 16  # pages per message to a worker process
+_WARNINGS_SHOWN = 5  # log lines per distinct decoder warning; the manifest lists every page
 
 
 class ConvertError(Exception):
@@ -97,14 +99,14 @@ def plan_splits(pages, val_fraction, seed, split_name):
     return {"train": train, "val": val}
 
 
-def plan_shards(splits, num_shards, seed, image_size, image_format):
-    """All shards of all splits, in split then shard order."""
+def plan_shards(splits, num_shards, seed, encoding):
+    """All shards of all splits, in split then shard order; `encoding` as for encode_page."""
     shards = []
     for split_name, pages in splits.items():
         count = num_shards or split.default_num_shards(len(pages))
         for index, shard_pages in enumerate(split.assign_shards(pages, count, seed)):
             shards.append(Shard(split_name, write.shard_name(split_name, index, count), shard_pages,
-                                manifest.fingerprint(shard_pages, image_size, image_format)))
+                                manifest.fingerprint(shard_pages, encoding)))
     return shards
 
 
@@ -121,14 +123,15 @@ def probe(pages, images_dir, max_bad_fraction):
                            f"{missing[0]}), more than --max_bad_fraction={max_bad_fraction}")
 
 
-def encode_page(job, image_size, image_format):
-    """(serialized Example, None) for a readable page, else (None, the reason it was skipped)."""
+def encode_page(job, image_size, image_format, max_page_megapixels, keep_decoder_errors):
+    """One page's write.Converted: its serialized Example, or the reason it was skipped."""
     path, label, filename = job
     try:
-        pixels = decode.load_page(path, image_size)
+        page = decode.decode_page(path, image_size, max_page_megapixels, keep_decoder_errors)
     except decode.PageError as e:
-        return None, str(e)
-    return records.make_example(pixels, label, filename, image_format), None
+        return write.Converted(None, str(e))
+    return write.Converted(records.make_example(page.pixels, label, filename, image_format),
+                           None, page.warnings, page.errors)
 
 
 class Progress:
@@ -137,6 +140,7 @@ class Progress:
     def __init__(self, total, max_bad_fraction):
         self.total, self.max_bad_fraction = total, max_bad_fraction
         self.done = self.skipped = 0
+        self.warned = collections.Counter()
         self.start = self.printed = time.monotonic()
         # A terminal gets one line rewritten every second; a log file a new line every 10 s.
         self.interactive = sys.stderr.isatty()
@@ -147,17 +151,30 @@ class Progress:
 
     def track(self, results):
         """Passes `results` through, counting them."""
-        for page, example, reason in results:
+        for page, converted in results:
             self.done += 1
-            self.skipped += example is None
+            self.skipped += converted.example is None
             if (self.done >= min(_MIN_PAGES_FOR_BAD_FRACTION, self.total)
                     and self.skipped > self.max_bad_fraction * self.done):
                 raise ConvertError(
                     f"{self.skipped} of {self.done} pages could not be read, more than "
-                    f"--max_bad_fraction={self.max_bad_fraction} (last: {page.path}: {reason})")
+                    f"--max_bad_fraction={self.max_bad_fraction} (last: {page.path}: "
+                    f"{converted.skip_reason})")
+            self.log_decoder_messages(page, converted)
             if time.monotonic() - self.printed >= self.interval:
                 self.show()
-            yield page, example, reason
+            yield page, converted
+
+    def log_decoder_messages(self, page, converted):
+        for message in converted.warnings:
+            self.warned[message] += 1
+            if self.warned[message] <= _WARNINGS_SHOWN:
+                more = (" (further pages with this warning: in the manifest only)"
+                        if self.warned[message] == _WARNINGS_SHOWN else "")
+                logging.warning("%s: decoder warning: %s%s", page.path, message, more)
+        if converted.errors:
+            logging.warning("%s: kept despite decoder errors (--keep_decoder_errors): %s",
+                            page.path, "; ".join(converted.errors))
 
     def show(self):
         self.printed = time.monotonic()
@@ -169,25 +186,22 @@ class Progress:
         sys.stderr.flush()
 
 
-def convert_shards(shards, output_dir, images_dir, image_size, image_format, num_classes,
-                   max_bad_fraction, pool):
+def convert_shards(shards, output_dir, images_dir, encoding, num_classes, max_bad_fraction,
+                   pool):
     """Writes `shards` (and their parts); returns the Progress with the counts."""
-    encode = functools.partial(encode_page, image_size=image_size, image_format=image_format)
-
-    def submit(shard):
-        jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
-                for page in shard.pages]
-        return pool.imap(encode, jobs, chunksize=_CHUNK_PAGES) if pool else map(encode, jobs)
-
-    progress = Progress(sum(len(shard.pages) for shard in shards), max_bad_fraction)
-    upcoming = submit(shards[0])
-    for index, shard in enumerate(shards):
-        # The next shard is queued before this one is written, so workers never wait for the
-        # writer, while no more than two shards of pages are held in memory.
-        results = upcoming
-        upcoming = submit(shards[index + 1]) if index + 1 < len(shards) else None
-        shard_results = progress.track(
-            (page, *result) for page, result in zip(shard.pages, results))
+    encode = functools.partial(encode_page, **encoding)
+    jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
+            for shard in shards for page in shard.pages]
+    # One stream over all shards: workers run ahead of the writer across shard boundaries.
+    if pool:
+        results = (converted or write.Converted(None, failure)
+                   for converted, failure in pool.imap(encode, jobs))
+    else:
+        results = map(encode, jobs)
+    progress = Progress(len(jobs), max_bad_fraction)
+    for shard in shards:
+        shard_results = progress.track(zip(shard.pages, itertools.islice(results,
+                                                                          len(shard.pages))))
         result = write.write_shard(posixpath.join(output_dir, shard.name + ".tfrecord"),
                                    shard_results, num_classes)
         manifest.save_part(output_dir, shard.name, result, shard.fingerprint)
@@ -200,10 +214,11 @@ def convert_shards(shards, output_dir, images_dir, image_size, image_format, num
 def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_size=224,
             image_format="raw", val_fraction=None, seed=0, split_name=None, task_index=0,
             num_tasks=1, merge_only=False, max_bad_fraction=0.1, allow_outside_paths=False,
-            class_names=None, pool=None):
+            class_names=None, max_page_megapixels=decode.DEFAULT_MAX_PAGE_MEGAPIXELS,
+            keep_decoder_errors=False, pool=None):
     """Converts this task's shards, then writes the manifest of every split that is complete.
 
-    `pool` (a multiprocessing pool) decodes pages in parallel; None decodes in this process.
+    `pool` (a page_pool.PagePool) decodes pages in worker processes; None decodes in this one.
     Returns the paths of the manifests written.
     """
     if split_name and val_fraction is not None:
@@ -214,7 +229,10 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
         source = labels_file or images_dir.rstrip("/")
         split_name = posixpath.splitext(posixpath.basename(source))[0]
     splits = plan_splits(pages, val_fraction, seed, split_name)
-    shards = plan_shards(splits, num_shards, seed, image_size, image_format)
+    encoding = {"image_size": image_size, "image_format": image_format,
+                "max_page_megapixels": float(max_page_megapixels),
+                "keep_decoder_errors": keep_decoder_errors}
+    shards = plan_shards(splits, num_shards, seed, encoding)
     tf.io.gfile.makedirs(output_dir)
     if not merge_only:
         mine = split.for_task(shards, task_index, num_tasks)
@@ -228,8 +246,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             for name in {shard.split for shard in todo}:
                 if tf.io.gfile.exists(manifest.manifest_path(output_dir, name)):
                     tf.io.gfile.remove(manifest.manifest_path(output_dir, name))  # now out of date
-            progress = convert_shards(todo, output_dir, images_dir, image_size, image_format,
-                                      len(class_names), max_bad_fraction, pool)
+            progress = convert_shards(todo, output_dir, images_dir, encoding, len(class_names),
+                                      max_bad_fraction, pool)
             elapsed = time.monotonic() - progress.start
             logging.info("converted %d pages into %d shards in %.1f s (%.1f pages/s): "
                          "%d records, %d skipped", progress.done, len(todo), elapsed,
@@ -269,7 +287,18 @@ def define_flags():
     flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.",
                          lower_bound=1)
     flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
-    flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes.", lower_bound=1)
+    flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes. A worker that dies "
+                         "(a decoder crash, the OOM killer) is replaced at once; the page it "
+                         "held is retried once, then skipped as `decoder crashed (signal N)`.",
+                         lower_bound=1)
+    flags.DEFINE_float("page_timeout", 60, "Seconds one page may take to decode before its "
+                       "worker is killed and the page skipped.", lower_bound=0.1)
+    flags.DEFINE_float("max_page_megapixels", decode.DEFAULT_MAX_PAGE_MEGAPIXELS,
+                       "Pages larger than this are skipped unread; bounds a worker's memory at "
+                       "about 5 bytes per pixel of it (1.3 GB at the default).", lower_bound=1)
+    flags.DEFINE_bool("keep_decoder_errors", False, "Keep pages whose decoder reported errors "
+                      "(libtiff: a half-decodable page), listing them under "
+                      "`kept_with_decoder_errors` in the manifest, instead of skipping them.")
     flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into "
                        "`train` and `val` with this fraction in `val`.", lower_bound=0,
                        upper_bound=1)
@@ -300,17 +329,18 @@ def main(argv):
         # Workers are forked before TensorFlow touches any file system or starts threads, and
         # after the bucket file systems are registered: they read pages from s3:// too.
         filesystems.register(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels)
-        pool = (multiprocessing.get_context("fork").Pool(FLAGS.workers)
-                if FLAGS.workers > 1 and not FLAGS.merge_only else None)
+        # Even one worker is a separate process: a decoder crash must not end the conversion.
+        pool = None if FLAGS.merge_only else page_pool.PagePool(FLAGS.workers, FLAGS.page_timeout)
         try:
             convert(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels, FLAGS.num_shards,
                     FLAGS.image_size, FLAGS.image_format, FLAGS.val_fraction, FLAGS.seed,
                     FLAGS.split, task_index, num_tasks, FLAGS.merge_only, FLAGS.max_bad_fraction,
-                    FLAGS.allow_outside_paths, FLAGS.class_names, pool)
+                    FLAGS.allow_outside_paths, FLAGS.class_names, FLAGS.max_page_megapixels,
+                    FLAGS.keep_decoder_errors, pool)
         finally:
             if pool:
-                pool.terminate()
-    except (ConvertError, labels.LabelFileError) as e:
+                pool.close()
+    except (ConvertError, labels.LabelFileError, page_pool.WorkersKeepDying) as e:
         sys.exit(f"convert: error: {e}")
     except tf.errors.OpError as e:
         sys.exit(f"convert: error: {e.message}")

@@ -39,9 +39,11 @@ def manifest_path(output_dir, split):
     return posixpath.join(output_dir, f"{split}-manifest.json")
 
 
-def fingerprint(pages, image_size, image_format):
-    """Identifies what a shard's bytes depend on: its pages, in order, and the encoding."""
-    content = [tfrecords_tool.__version__, image_size, image_format, [list(page) for page in pages]]
+def fingerprint(pages, encoding):
+    """Identifies what a shard's bytes depend on: its pages, in order, and the encoding
+    settings (a dict of JSON values)."""
+    content = [tfrecords_tool.__version__, sorted(encoding.items()),
+               [list(page) for page in pages]]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
@@ -76,7 +78,8 @@ def merge(parts, settings):
         "image_size": settings["image_size"],
         "image_format": settings["image_format"],
         "shards": [{"file": part["file"], "num_records": part["num_records"]} for part in parts],
-        "skipped": [skip for part in parts for skip in part["skipped"]],
+        **{key: [entry for part in parts for entry in part[key]]
+           for key in ("skipped", "kept_with_decoder_errors", "decoder_warnings")},
         "labels": settings["labels"],
         "seed": settings["seed"],
         "val_fraction": settings["val_fraction"],

@@ -1,6 +1,16 @@
 """Stage 4: one TFRecord shard, which appears under its final name only once complete."""
+from typing import NamedTuple, Optional, Tuple
+
 from absl import logging
 import tensorflow as tf
+
+
+class Converted(NamedTuple):
+    """One page as the converter's workers return it."""
+    example: Optional[bytes]  # the serialized tf.train.Example; None when skipped
+    skip_reason: Optional[str] = None
+    warnings: Tuple[str, ...] = ()  # decoder warnings (the page is kept)
+    errors: Tuple[str, ...] = ()  # decoder errors of a page kept with --keep_decoder_errors
 
 
 def shard_name(split, index, num_shards):
@@ -11,24 +21,30 @@ def shard_name(split, index, num_shards):
 def write_shard(path, results, num_classes):
     """Writes the converted pages of `results` to the TFRecord file `path`.
 
-    `results` yields (page, serialized Example or None, skip reason or None). The file is written
-    as `path.incomplete` and renamed when complete, so an interrupted run never leaves a partial
-    file under the final name. Returns the shard's num_records, class_counts and skipped pages.
+    `results` yields (page, Converted). The file is written as `path.incomplete` and renamed
+    when complete, so an interrupted run never leaves a partial file under the final name.
+    Returns the shard's num_records, class_counts, skipped pages (path, reason), and the pages
+    written with decoder warnings or (kept) decoder errors (path, messages).
     """
     temporary = path + ".incomplete"
-    class_counts, skipped = [0] * num_classes, []
+    class_counts = [0] * num_classes
+    listed = {"skipped": [], "decoder_warnings": [], "kept_with_decoder_errors": []}
     try:
         with tf.io.TFRecordWriter(temporary) as writer:
-            for page, example, reason in results:
-                if example is None:
-                    logging.warning("skipped %s: %s", page.path, reason)
-                    skipped.append({"path": page.path, "reason": reason})
+            for page, converted in results:
+                if converted.example is None:
+                    logging.warning("skipped %s: %s", page.path, converted.skip_reason)
+                    listed["skipped"].append({"path": page.path, "reason": converted.skip_reason})
                     continue
-                writer.write(example)
+                writer.write(converted.example)
                 class_counts[page.label] += 1
+                for key, messages in (("decoder_warnings", converted.warnings),
+                                      ("kept_with_decoder_errors", converted.errors)):
+                    if messages:
+                        listed[key].append({"path": page.path, "messages": list(messages)})
         tf.io.gfile.rename(temporary, path, overwrite=True)
     except BaseException:
         if tf.io.gfile.exists(temporary):
             tf.io.gfile.remove(temporary)
         raise
-    return {"num_records": sum(class_counts), "class_counts": class_counts, "skipped": skipped}
+    return {"num_records": sum(class_counts), "class_counts": class_counts, **listed}

@@ -289,21 +289,21 @@ def page_stages(labels_txt, images_dir, image_size, pages, repeats):
 
 
 # A helper process that runs tfrecords_tool.convert.convert() -- what `python -m
-# tfrecords_tool.convert` runs -- on request. Like the CLI's main() it creates its worker pools
+# tfrecords_tool.convert` runs -- on request. Like the CLI's main() it creates its page pools
 # (fork) right after importing the converter, before TensorFlow touches any file or starts
 # threads, and passes one to convert(). Interpreter start-up and pool creation happen once, so each
 # conversion is timed alone and the benchmark can afford several of them (best of --repeats).
 _DRIVER = r"""
-import json, multiprocessing, os, shutil, sys, time
-from tfrecords_tool import convert
-pools = {w: multiprocessing.get_context("fork").Pool(w) for w in map(int, sys.argv[1:]) if w > 1}
+import json, os, shutil, sys, time
+from tfrecords_tool import convert, page_pool
+pools = {w: page_pool.PagePool(w) for w in map(int, sys.argv[1:]) if w > 1}
 print(json.dumps({"ready": os.getpid()}), flush=True)
 
 def cpu_seconds(pool):
     # user + system CPU time of this process and the pool's workers (Linux /proc), else None
     try:
         ticks = 0
-        for pid in [os.getpid()] + [worker.pid for worker in (pool._pool if pool else [])]:
+        for pid in [os.getpid()] + (pool.pids() if pool else []):
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
@@ -323,7 +323,7 @@ for line in sys.stdin:
     print(json.dumps({"seconds": seconds,
                       "cpu_s": None if cpu is None or cpu_end is None else cpu_end - cpu}), flush=True)
 for pool in pools.values():
-    pool.terminate()
+    pool.close()
 """
 
 

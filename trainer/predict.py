@@ -2,8 +2,8 @@
 
     python -m trainer.predict --model_dir=RUN page1.tif page2.tif [--top_k=3] [--json]
 
-Pages go through `tfrecords_tool.decode.load_page`, the converter's decoder, at the model's
-input size. Prints one line per page (`page1.tif: letter 0.912, memo 0.051, form 0.013`) or one
+Pages go through `tfrecords_tool.decode.decode_page`, the converter's decoder, at the model's
+input size (a decoder warning is printed with the page's path). Prints one line per page (`page1.tif: letter 0.912, memo 0.051, form 0.013`) or one
 JSON document; a page that cannot be read gets an error line (on stderr) and the exit status
 is 1, the other pages are still classified.
 """
@@ -12,10 +12,10 @@ import sys
 import json
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from tfrecords_tool import filesystems
-from tfrecords_tool.decode import PageError, load_page
+from tfrecords_tool.decode import PageError, decode_page
 from trainer import artifacts
 
 flags.DEFINE_string("model_dir", None, "Training run directory (holds final.keras / best.keras).")
@@ -35,7 +35,10 @@ def classify(model, paths, batch_size):
         pages, errors = [], []
         for path in chunk:
             try:
-                pages.append(load_page(path, image_size))
+                page = decode_page(path, image_size)
+                for warning in page.warnings:
+                    logging.warning("%s: decoder warning: %s", path, warning)
+                pages.append(page.pixels)
                 errors.append(None)
             except PageError as e:
                 errors.append(str(e))
