@@ -294,8 +294,9 @@ def define_flags():
     flags.DEFINE_float("page_timeout", 60, "Seconds one page may take to decode before its "
                        "worker is killed and the page skipped.", lower_bound=0.1)
     flags.DEFINE_float("max_page_megapixels", decode.DEFAULT_MAX_PAGE_MEGAPIXELS,
-                       "Pages larger than this are skipped unread; bounds a worker's memory at "
-                       "about 5 bytes per pixel of it (1.3 GB at the default).", lower_bound=1)
+                       "Pages larger than this are skipped unread. Bounds a worker's memory: the "
+                       "decoded samples + 1 byte per pixel (at 256: 0.5 GB for 8-bit gray, 1 GB "
+                       "for 8-bit RGB).", lower_bound=1)
     flags.DEFINE_bool("keep_decoder_errors", False, "Keep pages whose decoder reported errors "
                       "(libtiff: a half-decodable page), listing them under "
                       "`kept_with_decoder_errors` in the manifest, instead of skipping them.")

@@ -16,7 +16,8 @@ and tifffile warn through Python -- is captured per page (`_captured_messages`).
 lines (for a page it can still half-decode, such as G4 data overwritten with noise) make the page
 a `PageError` with that message, unless the caller keeps such pages; warnings travel with the
 pixels. Pages above `max_megapixels` are refused before decoding, which bounds a worker's
-memory at about 5 bytes per pixel of the limit (decoded samples + the gray copy).
+memory: the decoded samples plus one byte per pixel of gray (a 192 megapixel Group 4 page
+peaks at 0.4 GB; at the default limit of 256, an 8-bit gray page needs 0.5 GB, 8-bit RGB 1 GB).
 
 Resizing squashes the page to S x S (aspect not kept, like the reference's `target_size`),
 antialiased: every source pixel contributes, so thin strokes of text turn gray instead of
@@ -60,7 +61,7 @@ _ASSOCIATED_ALPHA, _UNASSOCIATED_ALPHA = 1, 2
 # Pillow but not built in: "ZSTD compression support is not configured").
 _PILLOW_COMPRESSIONS = {1, 2, 3, 4, 5, 6, 7, 8, 32773, 32946, 34925}
 _PILLOW_PHOTOMETRICS = {_MINISWHITE, _MINISBLACK, _RGB, _PALETTE, _YCBCR}
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's convert("L")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
 class PageError(Exception):
@@ -149,6 +150,7 @@ def _captured_messages():
         if size:
             text = os.pread(_stderr_file.fileno(), size, 0).decode("utf-8", "replace")
             os.ftruncate(_stderr_file.fileno(), 0)
+            os.lseek(_stderr_file.fileno(), 0, os.SEEK_SET)  # fd 2 shared this offset
             # Pillow hands libtiff its data as "tempfile.tif"; the page's path replaces it later.
             messages.lines.extend(line.removeprefix("tempfile.tif: ").strip()
                                   for line in text.splitlines() if line.strip())
@@ -266,19 +268,28 @@ def _unit_range(samples, layout, value_range):
         low, high = (np.min(value_range[0]), np.max(value_range[1])) if value_range else (0, 1)
         if not high > low:
             raise PageError(f"float samples with an empty value range [{low}, {high}]")
-        return np.clip((samples.astype(np.float64) - low) / (high - low), 0, 1)
+        return np.clip((samples.astype(np.float32) - low) / (high - low), 0, 1)
     if layout.sample_format == _INT:
-        return (samples.astype(np.float64) + 2.0 ** (bits - 1)) / (2.0 ** bits - 1)
+        return (samples.astype(np.float32) + 2.0 ** (bits - 1)) / (2.0 ** bits - 1)
     if layout.sample_format == _UINT:
-        return samples.astype(np.float64) / (2.0 ** bits - 1)
+        return samples.astype(np.float32) / (2.0 ** bits - 1)
     raise PageError(f"unsupported sample format {layout.sample_format}")
 
 
-def samples_to_gray(samples, layout, colormap=None, value_range=None):
+def samples_to_gray(samples, layout, colormap=None, value_range=None, band_rows=256):
     """Decoded samples ([H, W] or [H, W, C]) -> uint8 [H, W] grey by the samples' meaning:
-    photometric interpretation, value range, alpha composited on white paper."""
+    photometric interpretation, value range, alpha composited on white paper.
+
+    Works in bands of rows, so the float arithmetic adds little to the samples' own memory.
+    """
     if samples.ndim == 2:
         samples = samples[..., None]
+    return np.concatenate([_band_to_gray(samples[row:row + band_rows], layout, colormap,
+                                         value_range)
+                           for row in range(0, samples.shape[0], band_rows)])
+
+
+def _band_to_gray(samples, layout, colormap, value_range):
     photometric, colour = layout.photometric, {
         _MINISWHITE: 1, _MINISBLACK: 1, _RGB: 3, _PALETTE: 1, _SEPARATED: 4, _YCBCR: 3,
         _CIELAB: 3}.get(layout.photometric)
@@ -289,7 +300,7 @@ def samples_to_gray(samples, layout, colormap=None, value_range=None):
     if len(set(layout.bits)) != 1:
         raise PageError(f"unsupported mixed bits per sample {layout.bits}")
     if photometric == _PALETTE:
-        rgb = colormap[:, samples[..., 0]].transpose(1, 2, 0) / 65535.0
+        rgb = colormap[:, samples[..., 0]].transpose(1, 2, 0).astype(np.float32) / 65535
         gray = rgb @ _LUMA
     else:
         values = _unit_range(samples, layout, value_range)

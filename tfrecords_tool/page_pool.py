@@ -113,6 +113,16 @@ class PagePool:
 
     def imap(self, function, jobs):
         """Yields (function(job), None) or (None, why the job has no result), in job order."""
+        try:
+            yield from self._imap(function, jobs)
+        finally:
+            # Stopped early (an error, the caller gave up): answers still under way belong to
+            # no one, so their workers are replaced.
+            for worker in [worker for worker in self._workers if worker.held]:
+                worker.held.clear()
+                self._replace(worker, collections.deque(), {}, set(), None, retry=False)
+
+    def _imap(self, function, jobs):
         todo = collections.deque(enumerate(jobs))
         retried, done, next_index = set(), {}, 0
         deaths_in_a_row = 0
@@ -143,6 +153,7 @@ class PagePool:
                 if worker.process.sentinel in ready:
                     deaths_in_a_row += 1
                     self.deaths += 1
+                    worker.process.join()  # reaps it: the exit code is known from here on
                     reason = _death_reason(worker.process.exitcode)
                     if deaths_in_a_row >= MAX_DEATHS_IN_A_ROW:
                         raise WorkersKeepDying(
