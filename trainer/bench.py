@@ -36,6 +36,7 @@ Every throughput is the best of --repeats (conversions: --convert_repeats) measu
 samples are in the JSON too: on a shared machine other processes only ever make a measurement
 slower. The figures are what was measured on this machine at this time; nothing is extrapolated.
 """
+import io
 import json
 import math
 import os
@@ -250,6 +251,7 @@ def page_stages(labels_txt, images_dir, image_size, pages, repeats):
     """Milliseconds per page of the converter's two stages (tfrecords_tool.decode: gray_page on
     the file bytes, then resize) and of the other resize filters it was chosen among."""
     from PIL import Image
+    import tifffile
     from tfrecords_tool import decode
 
     with open(labels_txt) as f:
@@ -258,7 +260,7 @@ def page_stages(labels_txt, images_dir, image_size, pages, repeats):
     for path in paths:
         with open(path, "rb") as f:
             files.append(f.read())
-    grays = [decode.gray_page(data) for data in files]
+    grays = [decode.gray_page(data)[0] for data in files]
     size = (image_size, image_size)
     filters = {
         "converter": lambda gray: decode.resize(gray, image_size),
@@ -276,10 +278,24 @@ def page_stages(labels_txt, images_dir, image_size, pages, repeats):
             times.append(time.perf_counter() - start)
         return 1000 * min(times) / len(items)
 
+    def pillow_alone(data):
+        return Image.open(io.BytesIO(data)).convert("L")
+
+    def tifffile_alone(data):
+        return tifffile.imread(io.BytesIO(data))
+
+    # tifffile reads no CCITT (Group 4) pages: the decoder comparison uses the others.
+    not_fax = [data for data, gray in zip(files, grays)
+               if Image.open(io.BytesIO(data)).mode != "1"]
     bilinear = [filters["bilinear"](gray) for gray in grays]
     return {
         "pages": len(files), "image_size": image_size, "reducing_gap": decode.REDUCING_GAP,
         "gray_page_ms": best_ms(decode.gray_page, files),
+        # Pillow alone on the same pages: gray_page_ms minus this is the converter's own cost
+        # per page (reading the layout, capturing decoder messages).
+        "pillow_alone_ms": best_ms(pillow_alone, files),
+        "decoders_not_fax_ms": {"pages": len(not_fax), "pillow": best_ms(pillow_alone, not_fax),
+                                "tifffile": best_ms(tifffile_alone, not_fax)},
         "resize_ms": {name: best_ms(function, grays) for name, function in filters.items()},
         "mean_abs_diff_to_bilinear": {
             name: float(np.mean([np.abs(function(gray).astype(int) - want).mean()
