@@ -190,3 +190,18 @@ def test_converter_lists_every_page_with_its_reason(wild, tmp_path, caplog, capf
     assert kept["num_records"] == 5
     assert [entry["path"] for entry in kept["kept_with_decoder_errors"]] == ["noisy.tif"]
     assert "Fax4Decode" in kept["kept_with_decoder_errors"][0]["messages"][0]
+
+
+def test_decoder_messages_are_captured_and_sorted(capfd):
+    import warnings
+    with decode._captured_messages() as messages:  # pylint: disable=protected-access
+        os.write(2, b"tempfile.tif: TIFFReadDirectory: Warning, Unknown field with tag 65000.\n")
+        os.write(2, b"tempfile.tif: Fax4Decode: Bad code word at line 1 of strip 0.\n")
+        warnings.warn("Possibly corrupt EXIF data")
+        logging.getLogger("tifffile").warning("<TiffPage 0> invalid tag")
+    assert sorted(messages.warnings()) == ["TIFFReadDirectory: Warning, Unknown field with tag 65000.",
+                                   "warning: <TiffPage 0> invalid tag",
+                                   "warning: Possibly corrupt EXIF data"]
+    assert messages.errors() == ["Fax4Decode: Bad code word at line 1 of strip 0."]
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"  # fd 2 is restored, nothing leaked

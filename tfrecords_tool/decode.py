@@ -107,7 +107,8 @@ class _Messages:
 
 
 def _is_warning(line):
-    return "Warning" in line.split(":", 2)[-1][:12] or line.startswith("warning: ")
+    # libtiff's default handler writes "MODULE: Warning, MESSAGE"; errors as "MODULE: MESSAGE"
+    return ": Warning, " in line or line.startswith("warning: ")
 
 
 class _LogCapture(logging.Handler):
@@ -330,11 +331,11 @@ def gray_page(data, max_megapixels=DEFAULT_MAX_PAGE_MEGAPIXELS, keep_decoder_err
         raise PageError("empty file")
     if data[:4] not in TIFF_SIGNATURES:
         raise PageError("not a TIFF file")
-    image, layout = _open(data)
-    _check(layout, len(data), max_megapixels)
     failure = None
     with _captured_messages() as messages:
         try:
+            image, layout = _open(data)
+            _check(layout, len(data), max_megapixels)
             if image is not None and _pillow_reads(layout):
                 gray = _pillow_gray(image)
             else:
@@ -345,7 +346,7 @@ def gray_page(data, max_megapixels=DEFAULT_MAX_PAGE_MEGAPIXELS, keep_decoder_err
         except Exception as e:  # pylint: disable=broad-except  (decoders raise many types)
             failure = f"damaged image data ({type(e).__name__}: {e})"
     errors = messages.errors()
-    if failure and errors and failure.startswith("damaged"):
+    if failure and errors and failure.startswith("damaged image data"):
         failure = f"damaged image data: {'; '.join(errors)}"  # libtiff says more than Pillow
     if failure:
         raise PageError(failure)
