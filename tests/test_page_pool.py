@@ -34,8 +34,8 @@ def test_dead_and_stuck_workers_cost_one_page_each(tmp_path):
     jobs = [f"p{i}" for i in range(60)]
     jobs[7], jobs[30], jobs[45] = "crash", "hang", f"crash-once:{tmp_path / 'marker'}"
     start = time.monotonic()
-    with page_pool.PagePool(2, page_timeout=1.5) as pool:
-        results = list(pool.imap(_job, jobs))
+    with page_pool.PagePool(_job, 2, page_timeout=1.5) as pool:
+        results = list(pool.imap(jobs))
         assert pool.deaths == 3  # "crash" twice (retried once), "crash-once" once
         assert len(pool.pids()) == 2 and all(pid > 0 for pid in pool.pids())
     assert time.monotonic() - start < 30
@@ -47,22 +47,27 @@ def test_dead_and_stuck_workers_cost_one_page_each(tmp_path):
 
 
 def test_workers_that_keep_dying_stop_the_run():
-    with page_pool.PagePool(2, page_timeout=30) as pool:
+    with page_pool.PagePool(_job, 2, page_timeout=30) as pool:
         with pytest.raises(page_pool.WorkersKeepDying, match="5 decoding workers died in a row"):
-            list(pool.imap(_job, ["crash"] * 20))
-        assert list(pool.imap(_job, ["a", "b"])) == [("A", None), ("B", None)]  # pool usable
+            list(pool.imap(["crash"] * 20))
+        assert list(pool.imap(["a", "b"])) == [("A", None), ("B", None)]  # pool usable
 
 
-def _holders(fifo, parent_pid):
-    """PIDs of the converter's child processes that have `fifo` open."""
+def _parent(pid):
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _holders(fifo, converter_pid):
+    """PIDs of the converter's workers (its children, or its forkserver's) that have `fifo`
+    open."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == parent_pid and any(os.readlink(fd) == str(fifo)
-                                          for fd in (entry / "fd").iterdir()):
+            parent = _parent(entry.name)
+            if converter_pid in (parent, _parent(parent)) and any(
+                    os.readlink(fd) == str(fifo) for fd in (entry / "fd").iterdir()):
                 pids.append(int(entry.name))
         except (OSError, ValueError):
             continue
@@ -119,6 +124,7 @@ def test_killed_workers_in_a_real_conversion(sample_dir, tmp_path):
     finally:
         process.kill()
     assert process.returncode == 0, stderr
+    assert "Warning" not in stderr  # the replacement workers start quietly
     assert "skipped memo/memo_0002.tif: decoder crashed (signal 9)" in stderr
     manifest = convert.manifest.read_json(str(tmp_path / "out" / "labels-manifest.json"))
     assert manifest["skipped"] == [{"path": "memo/memo_0002.tif",

@@ -25,6 +25,7 @@ from absl import logging
 import tensorflow as tf
 
 from tfrecords_tool import decode
+from tfrecords_tool import encode
 from tfrecords_tool import filesystems
 from tfrecords_tool import labels
 from tfrecords_tool import manifest
@@ -100,7 +101,7 @@ def plan_splits(pages, val_fraction, seed, split_name):
 
 
 def plan_shards(splits, num_shards, seed, encoding):
-    """All shards of all splits, in split then shard order; `encoding` as for encode_page."""
+    """All shards of all splits, in split then shard order; `encoding`: encode.encode_page's settings."""
     shards = []
     for split_name, pages in splits.items():
         count = num_shards or split.default_num_shards(len(pages))
@@ -121,17 +122,6 @@ def probe(pages, images_dir, max_bad_fraction):
     if len(missing) > max_bad_fraction * len(sample):
         raise ConvertError(f"{len(missing)} of {len(sample)} sampled pages do not exist (e.g. "
                            f"{missing[0]}), more than --max_bad_fraction={max_bad_fraction}")
-
-
-def encode_page(job, image_size, image_format, max_page_megapixels, keep_decoder_errors):
-    """One page's write.Converted: its serialized Example, or the reason it was skipped."""
-    path, label, filename = job
-    try:
-        page = decode.decode_page(path, image_size, max_page_megapixels, keep_decoder_errors)
-    except decode.PageError as e:
-        return write.Converted(None, str(e))
-    return write.Converted(records.make_example(page.pixels, label, filename, image_format),
-                           None, page.warnings, page.errors)
 
 
 class Progress:
@@ -186,18 +176,19 @@ class Progress:
         sys.stderr.flush()
 
 
-def convert_shards(shards, output_dir, images_dir, encoding, num_classes, max_bad_fraction,
+def convert_shards(shards, output_dir, images_dir, num_classes, max_bad_fraction, encode_page,
                    pool):
-    """Writes `shards` (and their parts); returns the Progress with the counts."""
-    encode = functools.partial(encode_page, **encoding)
+    """Writes `shards` (and their parts); returns the Progress with the counts.
+
+    Pages go through `encode_page` in `pool`'s workers, or in this process without a pool."""
     jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
             for shard in shards for page in shard.pages]
     # One stream over all shards: workers run ahead of the writer across shard boundaries.
     if pool:
-        results = (converted or write.Converted(None, failure)
-                   for converted, failure in pool.imap(encode, jobs))
+        results = (converted or encode.Converted(None, failure)
+                   for converted, failure in pool.imap(jobs))
     else:
-        results = map(encode, jobs)
+        results = map(encode_page, jobs)
     progress = Progress(len(jobs), max_bad_fraction)
     for shard in shards:
         shard_results = progress.track(zip(shard.pages, itertools.islice(results,
@@ -215,23 +206,40 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             image_format="raw", val_fraction=None, seed=0, split_name=None, task_index=0,
             num_tasks=1, merge_only=False, max_bad_fraction=0.1, allow_outside_paths=False,
             class_names=None, max_page_megapixels=decode.DEFAULT_MAX_PAGE_MEGAPIXELS,
-            keep_decoder_errors=False, pool=None):
+            keep_decoder_errors=False, workers=0, page_timeout=60.0):
     """Converts this task's shards, then writes the manifest of every split that is complete.
 
-    `pool` (a page_pool.PagePool) decodes pages in worker processes; None decodes in this one.
-    Returns the paths of the manifests written.
+    `workers` processes decode the pages (page_pool.PagePool: a crash costs one page, not the
+    run); 0 decodes them in this process. Returns the paths of the manifests written.
     """
     if split_name and val_fraction is not None:
         raise ConvertError("--split names the one split; --val_fraction makes `train` and `val`")
     filesystems.register(output_dir, images_dir, labels_file)
+    encoding = {"image_size": image_size, "image_format": image_format,
+                "max_page_megapixels": float(max_page_megapixels),
+                "keep_decoder_errors": keep_decoder_errors}
+    encode_page = functools.partial(encode.encode_page, **encoding)
+    # Workers are forked before TensorFlow touches any file system (reading s3:// starts
+    # threads a forked child must not inherit) and after the bucket file systems are registered.
+    pool = (page_pool.PagePool(encode_page, workers, page_timeout)
+            if workers and not merge_only else None)
+    try:
+        return _convert(output_dir, images_dir, labels_file, num_shards, val_fraction, seed,
+                        split_name, task_index, num_tasks, merge_only, max_bad_fraction,
+                        allow_outside_paths, class_names, encoding, encode_page, pool)
+    finally:
+        if pool:
+            pool.close()
+
+
+def _convert(output_dir, images_dir, labels_file, num_shards, val_fraction, seed, split_name,
+             task_index, num_tasks, merge_only, max_bad_fraction, allow_outside_paths,
+             class_names, encoding, encode_page, pool):
     pages, class_names = read_pages(labels_file, images_dir, class_names, allow_outside_paths)
     if split_name is None:
         source = labels_file or images_dir.rstrip("/")
         split_name = posixpath.splitext(posixpath.basename(source))[0]
     splits = plan_splits(pages, val_fraction, seed, split_name)
-    encoding = {"image_size": image_size, "image_format": image_format,
-                "max_page_megapixels": float(max_page_megapixels),
-                "keep_decoder_errors": keep_decoder_errors}
     shards = plan_shards(splits, num_shards, seed, encoding)
     tf.io.gfile.makedirs(output_dir)
     if not merge_only:
@@ -246,8 +254,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             for name in {shard.split for shard in todo}:
                 if tf.io.gfile.exists(manifest.manifest_path(output_dir, name)):
                     tf.io.gfile.remove(manifest.manifest_path(output_dir, name))  # now out of date
-            progress = convert_shards(todo, output_dir, images_dir, encoding, len(class_names),
-                                      max_bad_fraction, pool)
+            progress = convert_shards(todo, output_dir, images_dir, len(class_names),
+                                      max_bad_fraction, encode_page, pool)
             elapsed = time.monotonic() - progress.start
             logging.info("converted %d pages into %d shards in %.1f s (%.1f pages/s): "
                          "%d records, %d skipped", progress.done, len(todo), elapsed,
@@ -265,8 +273,9 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
                 raise ConvertError(message)
             logging.info("%s; the task that completes them writes the manifest", message)
             continue
-        settings = {"split": name, "class_names": class_names, "image_size": image_size,
-                    "image_format": image_format, "labels": labels_file, "seed": seed,
+        settings = {"split": name, "class_names": class_names,
+                    "image_size": encoding["image_size"],
+                    "image_format": encoding["image_format"], "labels": labels_file, "seed": seed,
                     "val_fraction": val_fraction}
         path = manifest.manifest_path(output_dir, name)
         manifest.write_json(path, manifest.merge(parts, settings), writer=f"-task{task_index}")
@@ -327,20 +336,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         task_index, num_tasks = resolve_task(FLAGS.task_index, FLAGS.num_tasks, os.environ)
-        # Workers are forked before TensorFlow touches any file system or starts threads, and
-        # after the bucket file systems are registered: they read pages from s3:// too.
-        filesystems.register(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels)
         # Even one worker is a separate process: a decoder crash must not end the conversion.
-        pool = None if FLAGS.merge_only else page_pool.PagePool(FLAGS.workers, FLAGS.page_timeout)
-        try:
-            convert(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels, FLAGS.num_shards,
-                    FLAGS.image_size, FLAGS.image_format, FLAGS.val_fraction, FLAGS.seed,
-                    FLAGS.split, task_index, num_tasks, FLAGS.merge_only, FLAGS.max_bad_fraction,
-                    FLAGS.allow_outside_paths, FLAGS.class_names, FLAGS.max_page_megapixels,
-                    FLAGS.keep_decoder_errors, pool)
-        finally:
-            if pool:
-                pool.close()
+        convert(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels, FLAGS.num_shards,
+                FLAGS.image_size, FLAGS.image_format, FLAGS.val_fraction, FLAGS.seed,
+                FLAGS.split, task_index, num_tasks, FLAGS.merge_only, FLAGS.max_bad_fraction,
+                FLAGS.allow_outside_paths, FLAGS.class_names, FLAGS.max_page_megapixels,
+                FLAGS.keep_decoder_errors, FLAGS.workers, FLAGS.page_timeout)
     except (ConvertError, labels.LabelFileError, page_pool.WorkersKeepDying) as e:
         sys.exit(f"convert: error: {e}")
     except tf.errors.OpError as e:

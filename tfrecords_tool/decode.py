@@ -83,7 +83,10 @@ def _read(path):
             raise PageError("file not found") from None
         except OSError as e:
             raise PageError(f"cannot read file: {e.strerror or e}") from None
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel  (buckets only)
+    # Buckets only; a worker started by the page pool's forkserver registers s3:// itself.
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    from tfrecords_tool import filesystems  # pylint: disable=import-outside-toplevel
+    filesystems.register(path)
     try:
         with tf.io.gfile.GFile(path, "rb") as f:
             return f.read()

@@ -6,11 +6,18 @@ beside its result pipe, so a death is seen at once, and times every page:
 - the page a worker was decoding when it died is retried once, alone, in a fresh worker; if it
   kills that one too, it gets the reason `decoder crashed (signal N)`; the worker's other pages
   are simply handed out again;
-- a page still decoding after `page_timeout` seconds gets its worker killed and the reason
+- a page still decoding after `page_timeout` seconds (a worker's start-up not counted) gets its
+  worker killed and the reason
   `decoding took longer than --page_timeout=T s`;
 - `MAX_DEATHS_IN_A_ROW` worker deaths with no page finished in between stop the run with
   `WorkersKeepDying` (a machine out of memory, a broken installation), rather than going on.
 Results come back in job order whatever happened, so the shards are the same as without a crash.
+
+The first workers are forked from the converter (milliseconds). Replacements come from
+multiprocessing's forkserver, a fresh interpreter started at the first death: forking the
+converter itself later would copy the state of the threads that reading s3:// has started by
+then (the AWS SDK's), and such a child hangs on its first s3:// read (seen with moto's server).
+The forkserver costs a few seconds once, only in a run where a worker died.
 """
 import collections
 import ctypes
@@ -21,7 +28,9 @@ import signal
 import time
 
 MAX_DEATHS_IN_A_ROW = 5
+STARTUP_TIMEOUT = 300  # seconds a replacement may take to start (the forkserver imports TF)
 _CHUNK = 16  # pages per message to a worker
+_READY = "ready"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -37,15 +46,15 @@ def _die_with_parent():
         pass
 
 
-def _serve(conn):
+def _serve(conn, function):
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     try:
+        conn.send(_READY)
         while True:
-            message = conn.recv()
-            if message is None:
+            chunk = conn.recv()
+            if chunk is None:
                 return
-            function, chunk = message
             for index, job in chunk:
                 conn.send((index, function(job)))
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
@@ -54,18 +63,23 @@ def _serve(conn):
 
 class _Worker:
 
-    def __init__(self, context):
+    def __init__(self, context, function):
         self.conn, child_conn = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child_conn,), daemon=True)
+        self.process = context.Process(target=_serve, args=(child_conn, function), daemon=True)
         self.process.start()
         child_conn.close()
         self.held = collections.deque()  # (index, job) sent and not yet answered, in order
-        self.since = time.monotonic()  # when its current page started
+        self.ready = False  # its start-up does not count against the page timeout
+        self.since = time.monotonic()  # when its current page (or its start-up) started
 
-    def give(self, function, chunk):
+    def give(self, chunk):
         self.held.extend(chunk)
-        self.since = time.monotonic()
-        self.conn.send((function, chunk))
+        if self.ready:
+            self.since = time.monotonic()
+        self.conn.send(chunk)
+
+    def timeout(self, page_timeout):
+        return page_timeout if self.ready else STARTUP_TIMEOUT
 
     def stop(self, kill=False):
         if kill:
@@ -89,12 +103,13 @@ def _death_reason(exitcode):
 
 
 class PagePool:
-    """`workers` forked decoding processes; `imap` runs a picklable function over jobs."""
+    """`workers` forked processes that run `function` (picklable) over the jobs of `imap`."""
 
-    def __init__(self, workers, page_timeout=60.0, max_ahead=1024):
-        self.page_timeout, self.max_ahead = page_timeout, max_ahead
-        self._context = multiprocessing.get_context("fork")
-        self._workers = [_Worker(self._context) for _ in range(workers)]
+    def __init__(self, function, workers, page_timeout=60.0, max_ahead=1024):
+        self.function, self.page_timeout, self.max_ahead = function, page_timeout, max_ahead
+        self._workers = [_Worker(multiprocessing.get_context("fork"), function)
+                         for _ in range(workers)]
+        self._replacements = None  # the forkserver context, from the first death on
         self.deaths = 0
 
     def pids(self):
@@ -111,10 +126,10 @@ class PagePool:
     def __exit__(self, *exc):
         self.close()
 
-    def imap(self, function, jobs):
+    def imap(self, jobs):
         """Yields (function(job), None) or (None, why the job has no result), in job order."""
         try:
-            yield from self._imap(function, jobs)
+            yield from self._imap(jobs)
         finally:
             # Stopped early (an error, the caller gave up): answers still under way belong to
             # no one, so their workers are replaced.
@@ -122,7 +137,7 @@ class PagePool:
                 worker.held.clear()
                 self._replace(worker, collections.deque(), {}, set(), None, retry=False)
 
-    def _imap(self, function, jobs):
+    def _imap(self, jobs):
         todo = collections.deque(enumerate(jobs))
         retried, done, next_index = set(), {}, 0
         deaths_in_a_row = 0
@@ -139,11 +154,11 @@ class PagePool:
                     while (chunk[0][0] not in retried and todo and len(chunk) < _CHUNK
                            and todo[0][0] not in retried):
                         chunk.append(todo.popleft())
-                    worker.give(function, chunk)
+                    worker.give(chunk)
             busy = [worker for worker in self._workers if worker.held]
             if not busy:
                 continue
-            deadline = min(worker.since for worker in busy) + self.page_timeout
+            deadline = min(worker.since + worker.timeout(self.page_timeout) for worker in busy)
             waitables = [w.conn for w in busy] + [w.process.sentinel for w in busy]
             ready = set(connection.wait(waitables, timeout=max(0.0, deadline - time.monotonic())))
             for worker in busy:
@@ -160,9 +175,14 @@ class PagePool:
                             f"{deaths_in_a_row} decoding workers died in a row without finishing "
                             f"a page (last: {reason}); is the machine out of memory?")
                     self._replace(worker, todo, done, retried, reason, retry=True)
-                elif worker.held and time.monotonic() - worker.since > self.page_timeout:
-                    reason = f"decoding took longer than --page_timeout={self.page_timeout:g} s"
-                    self._replace(worker, todo, done, retried, reason, retry=False)
+                elif worker.held and time.monotonic() - worker.since > worker.timeout(
+                        self.page_timeout):
+                    if worker.ready:
+                        reason = f"decoding took longer than --page_timeout={self.page_timeout:g} s"
+                        self._replace(worker, todo, done, retried, reason, retry=False)
+                    else:
+                        raise WorkersKeepDying(f"a decoding worker did not start within "
+                                               f"{STARTUP_TIMEOUT} s")
 
     @staticmethod
     def _receive(worker, done):
@@ -170,10 +190,14 @@ class PagePool:
         count = 0
         try:
             while worker.held and worker.conn.poll():
-                index, result = worker.conn.recv()
+                message = worker.conn.recv()
+                worker.since = time.monotonic()
+                if message == _READY:
+                    worker.ready = True
+                    continue
+                index, result = message
                 assert index == worker.held[0][0]
                 worker.held.popleft()
-                worker.since = time.monotonic()
                 done[index] = (result, None)
                 count += 1
         except (EOFError, OSError):
@@ -192,4 +216,10 @@ class PagePool:
         todo.extendleft(reversed(worker.held))
         worker.held.clear()
         worker.stop(kill=True)
-        self._workers[self._workers.index(worker)] = _Worker(self._context)
+        if self._replacements is None:
+            self._replacements = multiprocessing.get_context("forkserver")
+            # The function's module is imported once by the forkserver, not by each
+            # replacement (multiprocessing runs `__main__` again in each: keep it light).
+            module = getattr(getattr(self.function, "func", self.function), "__module__", None)
+            self._replacements.set_forkserver_preload([module] if module else [])
+        self._workers[self._workers.index(worker)] = _Worker(self._replacements, self.function)

@@ -1,16 +1,6 @@
 """Stage 4: one TFRecord shard, which appears under its final name only once complete."""
-from typing import NamedTuple, Optional, Tuple
-
 from absl import logging
 import tensorflow as tf
-
-
-class Converted(NamedTuple):
-    """One page as the converter's workers return it."""
-    example: Optional[bytes]  # the serialized tf.train.Example; None when skipped
-    skip_reason: Optional[str] = None
-    warnings: Tuple[str, ...] = ()  # decoder warnings (the page is kept)
-    errors: Tuple[str, ...] = ()  # decoder errors of a page kept with --keep_decoder_errors
 
 
 def shard_name(split, index, num_shards):
@@ -21,7 +11,7 @@ def shard_name(split, index, num_shards):
 def write_shard(path, results, num_classes):
     """Writes the converted pages of `results` to the TFRecord file `path`.
 
-    `results` yields (page, Converted). The file is written as `path.incomplete` and renamed
+    `results` yields (page, encode.Converted). The file is written as `path.incomplete` and renamed
     when complete, so an interrupted run never leaves a partial file under the final name.
     Returns the shard's num_records, class_counts, skipped pages (path, reason), and the pages
     written with decoder warnings or (kept) decoder errors (path, messages).

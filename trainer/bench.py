@@ -13,8 +13,8 @@ directory), it measures and writes to --output (JSON), and prints as a table:
   and the reference's nearest-neighbour resize, with their mean difference to plain bilinear.
 - convert_img_s_1 / convert_img_s_all / convert_scaling: pages/s of the converter (the
   tfrecords_tool.convert.convert() that `python -m tfrecords_tool.convert` runs, in a helper
-  process that forks its pool as the CLI does) with 1 worker and with all cores; interpreter
-  start-up and pool creation are excluded. convert_img_s_png: the same with --image_format=png.
+  process) with 1 worker (in-process) and with all cores (page workers forked by convert(), as
+  the CLI does; their start-up is included); interpreter start-up is excluded. convert_img_s_png: the same with --image_format=png.
 - pipeline_img_s (raw records), pipeline_img_s_png (--image_format=png) and
   pipeline_img_s_augment: images/s that `trainer.data.image_dataset(..., training=True)`, called
   as trainer/main.py calls it, delivers in steady state (after --warmup_batches, over
@@ -72,9 +72,9 @@ NOTES = {
     "throughput": "every img/s figure is the best of --repeats measurements (all samples are "
                   "recorded next to it): on a shared machine other processes only slow one down",
     "convert": "pages / seconds of tfrecords_tool.convert.convert() (label file to manifest), "
-               "the function `python -m tfrecords_tool.convert` runs, in a helper process that, "
-               "like the CLI, forks its worker pool before TensorFlow does anything: interpreter "
-               "start-up and pool creation excluded; best of --convert_repeats or more "
+               "the function `python -m tfrecords_tool.convert` runs, in a helper process; 1 "
+               "worker decodes in-process, more are page workers forked by convert() (their "
+               "start-up included); interpreter start-up excluded; best of --convert_repeats or more "
                "alternating runs (more, within --convert_budget_s, while the fastest multi-worker "
                "run got under 90% of its cores); each run records the cores it got",
     "pipeline_img_s_augment": "with --augment=light/strong trainer.main builds the host pipeline "
@@ -305,52 +305,40 @@ def page_stages(labels_txt, images_dir, image_size, pages, repeats):
 
 
 # A helper process that runs tfrecords_tool.convert.convert() -- what `python -m
-# tfrecords_tool.convert` runs -- on request. Like the CLI's main() it creates its page pools
-# (fork) right after importing the converter, before TensorFlow touches any file or starts
-# threads, and passes one to convert(). Interpreter start-up and pool creation happen once, so each
-# conversion is timed alone and the benchmark can afford several of them (best of --repeats).
+# tfrecords_tool.convert` runs -- on request, with its page workers (forked in milliseconds) or,
+# for 1 worker, in-process. Interpreter start-up happens once, so each conversion is timed alone
+# and the benchmark can afford several of them (best of --repeats).
 _DRIVER = r"""
-import json, os, shutil, sys, time
-from tfrecords_tool import convert, page_pool
-pools = {w: page_pool.PagePool(w) for w in map(int, sys.argv[1:]) if w > 1}
+import json, os, resource, shutil, sys, time
+from tfrecords_tool import convert
 print(json.dumps({"ready": os.getpid()}), flush=True)
 
-def cpu_seconds(pool):
-    # user + system CPU time of this process and the pool's workers (Linux /proc), else None
-    try:
-        ticks = 0
-        for pid in [os.getpid()] + (pool.pids() if pool else []):
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
+def cpu_seconds():
+    # user + system CPU time of this process and of its finished children (the page workers)
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 for line in sys.stdin:
     job = json.loads(line)
     if os.path.exists(job["output_dir"]):
         shutil.rmtree(job["output_dir"])  # the converter keeps complete shards: start from nothing
-    pool = pools.get(job["workers"])
-    cpu, start = cpu_seconds(pool), time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     convert.convert(job["output_dir"], job["images_dir"], job["labels"], image_size=job["image_size"],
-                    image_format=job["image_format"], split_name=job["split"], pool=pool)
-    seconds, cpu_end = time.perf_counter() - start, cpu_seconds(pool)
-    print(json.dumps({"seconds": seconds,
-                      "cpu_s": None if cpu is None or cpu_end is None else cpu_end - cpu}), flush=True)
-for pool in pools.values():
-    pool.close()
+                    image_format=job["image_format"], split_name=job["split"],
+                    workers=job["workers"] if job["workers"] > 1 else 0)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu_seconds() - cpu}), flush=True)
 """
 
 
 class Converter:
-    """The converter in a helper process with pools of 1 (no pool) and `workers` processes."""
+    """The converter in a helper process: 1 worker (in-process) or `workers` processes."""
 
     def __init__(self, workers, log_path):
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-c", _DRIVER, "1", str(workers)], env=env,
+        self.process = subprocess.Popen([sys.executable, "-c", _DRIVER], env=env,
                                         cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.log, text=True)
         self._reply()
@@ -640,7 +628,7 @@ def run(settings, work, strategy):
 
     log(f"checking parallel capacity ({cores} processes)", stage="parallel_capacity")
     result["machine"]["parallel_capacity"] = parallel_capacity(cores)
-    log("converter: starting the helper process and its pools", stage="convert_start")
+    log("converter: starting the helper process", stage="convert_start")
     workers = settings["workers"]
     converter = Converter(workers, os.path.join(work, "converter.log"))
     raw_dir, png_dir = os.path.join(work, "raw-all"), os.path.join(work, "png")
