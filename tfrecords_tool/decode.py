@@ -125,23 +125,24 @@ class _LogCapture(logging.Handler):
         self.messages.lines.append(f"{level}: {record.getMessage()}")
 
 
-_stderr_file = None
+_stderr_fd = None  # an unlinked temporary file that fd 2 points at while a page decodes
 
 
 @contextlib.contextmanager
 def _captured_messages():
     """Redirects file descriptor 2 (libtiff's default handlers print there) and Python
     warnings into a _Messages for the duration; restores both."""
-    global _stderr_file
-    if _stderr_file is None:
-        _stderr_file = tempfile.TemporaryFile()
+    global _stderr_fd
+    if _stderr_fd is None:
+        _stderr_fd, name = tempfile.mkstemp(prefix="decoder-messages-")
+        os.unlink(name)
     messages, saved = _Messages(), os.dup(2)
     handler = _LogCapture(messages)
     tifffile_log = logging.getLogger("tifffile")
     tifffile_log.addHandler(handler)
     propagate, tifffile_log.propagate = tifffile_log.propagate, False
     try:
-        os.dup2(_stderr_file.fileno(), 2)
+        os.dup2(_stderr_fd, 2)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield messages
@@ -150,11 +151,11 @@ def _captured_messages():
         os.close(saved)
         tifffile_log.removeHandler(handler)
         tifffile_log.propagate = propagate
-        size = os.fstat(_stderr_file.fileno()).st_size
+        size = os.fstat(_stderr_fd).st_size
         if size:
-            text = os.pread(_stderr_file.fileno(), size, 0).decode("utf-8", "replace")
-            os.ftruncate(_stderr_file.fileno(), 0)
-            os.lseek(_stderr_file.fileno(), 0, os.SEEK_SET)  # fd 2 shared this offset
+            text = os.pread(_stderr_fd, size, 0).decode("utf-8", "replace")
+            os.ftruncate(_stderr_fd, 0)
+            os.lseek(_stderr_fd, 0, os.SEEK_SET)  # fd 2 shared this offset
             # Pillow hands libtiff its data as "tempfile.tif"; the page's path replaces it later.
             messages.lines.extend(line.removeprefix("tempfile.tif: ").strip()
                                   for line in text.splitlines() if line.strip())
