@@ -154,3 +154,46 @@ def test_sigterm_with_the_model_dir_on_s3_exits_143_and_the_rerun_resumes(s3, tr
     assert sorted(json.loads(_body(client, "preempted/history.json"))) == ["0", "1", "2"]
     assert client.head_object(Bucket=BUCKET, Key="preempted/checkpoints/epoch-001.weights.h5")[
         "LastModified"] == epoch_one["LastModified"]  # not written again
+
+
+def test_a_replaced_worker_reads_s3(s3, sample_dir, tmp_path):
+    """A worker killed after the converter has read s3:// is replaced by one that reads s3://
+    (a plain fork at that point inherits the AWS SDK's state without its threads and hangs)."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    from test_page_pool import REPO, _serve_fifo  # pylint: disable=import-outside-toplevel
+
+    client, env = s3
+    page = sample_dir / "images" / "memo" / "memo_0001.tif"
+    fifo = tmp_path / "local-page.tif"  # a page outside the bucket, read by the first worker
+    os.mkfifo(fifo)
+    listing = (sample_dir / "labels.txt").read_text() + f"{fifo} 3\n"
+    for path in sorted(sample_dir.rglob("*.tif")):
+        client.upload_file(str(path), BUCKET, f"replaced/{path.relative_to(sample_dir)}")
+    client.put_object(Bucket=BUCKET, Key="replaced/labels.txt", Body=listing.encode())
+    args = ["--image_size=32", "--num_shards=2", "--allow_outside_paths", "--split=pages"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfrecords_tool.convert", f"--labels=s3://{BUCKET}/replaced/labels.txt",
+         f"--images_dir=s3://{BUCKET}/replaced/images", f"--output_dir={tmp_path / 'out'}",
+         "--workers=2", "--page_timeout=30", *args], cwd=REPO, env=env, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    threading.Thread(target=_serve_fifo, args=(fifo, process.pid, 1, page.read_bytes()),
+                     daemon=True).start()
+    try:
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    manifest = json.loads((tmp_path / "out" / "pages-manifest.json").read_text())
+    assert manifest["skipped"] == [] and manifest["num_records"] == 97, stderr
+
+    fifo.unlink()
+    fifo.write_bytes(page.read_bytes())
+    (tmp_path / "labels.txt").write_text(listing)
+    check(_tool(env, "-m", "tfrecords_tool.convert", f"--labels={tmp_path / 'labels.txt'}",
+                f"--images_dir={sample_dir / 'images'}", f"--output_dir={tmp_path / 'local'}",
+                *args))
+    for shard in sorted((tmp_path / "local").glob("*.tfrecord")):
+        assert (tmp_path / "out" / shard.name).read_bytes() == shard.read_bytes(), shard.name
