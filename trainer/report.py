@@ -20,8 +20,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from tensorboard.backend.event_processing import event_accumulator
 
 from tfrecords_tool import filesystems
+from trainer import callbacks
 
 # --log_dir is absl.logging's own flag (as in trainer.main): here, the TensorBoard log dir to read.
 flags.DEFINE_string("output", "report", "Directory for the PNGs and index.html.")
@@ -37,24 +39,40 @@ class ReportError(Exception):
 
 
 def read_events(directory):
-    """{tag: {step: value}} from the event files in `directory` (not its subdirectories).
+    """{tag: {step: value}} from the event files in `directory` (not its subdirectories), read
+    with TensorBoard's EventAccumulator (every event kept).
 
     TF2 summaries are tensors: scalars become floats, histograms [k, 3] arrays of
     (left edge, right edge, count); anything else (text, images) is skipped.
     """
+    accumulator = event_accumulator.EventAccumulator(
+        directory, size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
     values = {}
-    for path in sorted(tf.io.gfile.glob(f"{directory}/events.out.tfevents.*")):
-        for record in tf.data.TFRecordDataset(path):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if not value.HasField("tensor") or value.tensor.dtype == tf.string.as_datatype_enum:
-                    continue
-                array = tf.make_ndarray(value.tensor)
-                if array.ndim == 0:
-                    values.setdefault(value.tag, {})[event.step] = float(array)
-                elif array.ndim == 2 and array.shape[1] == 3:
-                    values.setdefault(value.tag, {})[event.step] = array.astype(np.float64)
+    for tag in accumulator.Tags()["tensors"]:
+        for event in accumulator.Tensors(tag):
+            if event.tensor_proto.dtype == tf.string.as_datatype_enum:
+                continue
+            array = tf.make_ndarray(event.tensor_proto)
+            if array.ndim == 0:
+                values.setdefault(tag, {})[event.step] = float(array)
+            elif array.ndim == 2 and array.shape[1] == 3:
+                values.setdefault(tag, {})[event.step] = array.astype(np.float64)
     return values
+
+
+def read_layer_stats(directory):
+    """{statistic: {layer path: {step: value}}} of GradientHistograms' `layer_stats/...` scalars
+    in `directory` (a run's logs/gradients); {} when there are none."""
+    if not tf.io.gfile.isdir(directory):
+        return {}
+    stats = {}
+    prefix = f"{callbacks.STATS_GROUP}/"
+    for tag, series in read_events(directory).items():
+        if tag.startswith(prefix):
+            statistic, layer = tag[len(prefix):].split("/", 1)
+            stats.setdefault(statistic, {})[layer] = series
+    return stats
 
 
 def find_runs(log_dir):
