@@ -232,7 +232,9 @@ def run_info(model, replicas, image_size, num_classes, steps_per_epoch):
     return {"model": FLAGS.model, "total_params": total, "trainable_params": trainable,
             "precision": keras.mixed_precision.global_policy().name, "replicas": replicas,
             "image_size": image_size, "num_classes": num_classes,
-            "steps_per_epoch": steps_per_epoch, "flags": run_flags}
+            "steps_per_epoch": steps_per_epoch,
+            "trainable_layers": [path for path, _ in callbacks.trainable_layers(model)],
+            "flags": run_flags}
 
 
 def _apply_learning_rates(model):
