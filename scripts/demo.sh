@@ -26,8 +26,8 @@ train() {  # name, data dir, flags...
   $PY -m trainer.main --flagfile=configs/sample_demo.cfg --data_dir="$data" --model_dir="$OUT/runs/$name" "$@"
   $PY -m trainer.evaluate --model_dir="$OUT/runs/$name" --data_dir="$data" --split=val --checkpoint=best
 }
-train model1 "$OUT/records128" --model=model1 --epochs=20
-train model2 "$OUT/records64" --model=model2 --epochs=20
+train model1 "$OUT/records128" --model=model1 --epochs=12
+train model2 "$OUT/records64" --model=model2 --epochs=12
 # model3 as configs/model3.cfg: head at 1e-3, fine-tuned VGG16 layers at 1e-5, light augmentation.
 train model3 "$OUT/records64" --model=model3 --epochs=5 --backbone_learning_rate=1e-5 --augment=light
 # The reference notebook's recipe: one rate (1e-3) for the fine-tuned layers too.

@@ -12,6 +12,7 @@ report.json holds the table and every run's diagnosis as codes with their eviden
 """
 import html
 import json
+import logging
 import math
 import os
 import re
@@ -35,6 +36,7 @@ flags.DEFINE_string("output", "report", "Directory for index.html, report.json a
 flags.DEFINE_integer("max_columns", 4, "Histogram panels per row.", lower_bound=1)
 
 FLAGS = flags.FLAGS
+logging.getLogger("tensorboard").setLevel(logging.WARNING)  # EventAccumulator's per-file INFO lines
 IGNORED_FLAGS = ("model_dir", "log_dir")  # differ between any two runs
 
 
@@ -65,14 +67,14 @@ def read_events(directory):
     return values
 
 
-def read_layer_stats(directory):
+def read_layer_stats(directory, events=None):
     """{statistic: {layer path: {step: value}}} of GradientHistograms' `layer_stats/...` scalars
-    in `directory` (a run's logs/gradients); {} when there are none."""
-    if not tf.io.gfile.isdir(directory):
-        return {}
+    in `directory` (a run's logs/gradients; or its already read `events`); {} when none."""
+    if events is None:
+        events = read_events(directory) if tf.io.gfile.isdir(directory) else {}
     stats = {}
     prefix = f"{callbacks.STATS_GROUP}/"
-    for tag, series in read_events(directory).items():
+    for tag, series in events.items():
         if tag.startswith(prefix):
             statistic, layer = tag[len(prefix):].split("/", 1)
             stats.setdefault(statistic, {})[layer] = series
@@ -117,11 +119,14 @@ def load_run(model_dir):
         metrics = _read_json(f"{model_dir}/{entry}/metrics.json") if entry.startswith("eval-") else None
         if metrics:
             evaluations[entry[len("eval-"):]] = metrics
-    stats = read_layer_stats(f"{model_dir}/logs/gradients")
+    gradients_dir = f"{model_dir}/logs/gradients"
+    events = read_events(gradients_dir) if tf.io.gfile.isdir(gradients_dir) else {}
+    stats = read_layer_stats(gradients_dir, events)
     num_classes = run_info.get("num_classes") or (len(class_names) if class_names else 16)
     return {"model_dir": model_dir, "history": history, "info": run_info,
             "best": _read_json(f"{model_dir}/best.json"), "evaluations": evaluations,
-            "layer_stats": stats,
+            "layer_stats": stats, "histograms": {t: v for t, v in events.items()
+                                                 if np.ndim(next(iter(v.values()))) == 2},
             "diagnoses": diagnose.diagnose(history, stats, num_classes,
                                            run_info.get("trainable_layers", ()))}
 
@@ -372,10 +377,8 @@ def report(runs_arg, output, max_columns=4):
                 written.append(png)
             parts.append(_evaluation_html(split, metrics, png))
         histograms = {}
-        if tf.io.gfile.isdir(f"{run['model_dir']}/logs/gradients"):
-            for tag, series in read_events(f"{run['model_dir']}/logs/gradients").items():
-                if np.ndim(next(iter(series.values()))) == 2:
-                    histograms.setdefault(tag.split("/", 1)[0], {})[tag] = series
+        for tag, series in run["histograms"].items():
+            histograms.setdefault(tag.split("/", 1)[0], {})[tag] = series
         for family, tags in sorted(histograms.items()):
             png = _save(plot_histograms(tags, f"{name}: {family}", max_columns), output,
                         f"{slug}-{_slug(family)}.png")
