@@ -121,7 +121,7 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert predicted.stdout.startswith(f"s3://{BUCKET}/pages/letter.tif: ")
     assert f"error: s3://{BUCKET}/pages/missing.tif: file not found" in predicted.stderr
     check(_tool(env, "-m", "trainer.export", f"--model_dir={run}"))
-    check(_tool(env, "-m", "trainer.report", f"--log_dir={run}/logs", f"--output=s3://{BUCKET}/report"))
+    check(_tool(env, "-m", "trainer.report", f"--runs={run}", f"--output=s3://{BUCKET}/report"))
     stored = _keys(client, "run/")
     assert {"eval-val/metrics.json", "eval-val/confusion_matrix.png",
             "export/1/saved_model.pb"} <= stored

@@ -1,8 +1,8 @@
 """Tests for trainer.callbacks.
 
-The GradientHistograms test runs training under a MirroredStrategy over 2 logical CPU devices,
-which must be configured before TensorFlow initialises its devices: it runs this file as a
-script in a subprocess (see `_train_with_histograms` at the bottom).
+The GradientHistograms tests run training under a MirroredStrategy over 2 logical CPU devices,
+which must be configured before TensorFlow initialises its devices: they run this file as a
+script in a subprocess (see `_train_with_histograms` and `_train_tiny` at the bottom).
 """
 import glob
 import json
@@ -80,13 +80,23 @@ def _read_events(log_dir):
     return out
 
 
+def _run_self(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def _layer_stats(log_dir):
+    """{statistic: {layer: {step: value}}} as the report reads them."""
+    from trainer.report import read_layer_stats
+
+    return read_layer_stats(os.path.join(log_dir, "gradients"))
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 def test_gradient_histograms_mirrored(tmp_path, policy):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), policy, str(tmp_path)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    _run_self(policy, tmp_path)
     with open(tmp_path / "result.json") as f:
         info = json.load(f)
     assert info["replicas"] == 2
@@ -107,6 +117,78 @@ def test_gradient_histograms_mirrored(tmp_path, policy):
     # summed over the 2 replicas = gradient of the mean loss over the whole batch
     rtol = 1e-4 if policy == "float32" else 5e-2
     assert norms[1] == pytest.approx(info["reference_norm"], rel=rtol)
+
+    # per-layer statistics: every trainable layer, and together they make the global norm
+    stats = _layer_stats(str(tmp_path / "logs"))
+    layers = {name.rsplit("/", 1)[0] for name in info["variables"]}
+    assert {layer.rsplit("/", 1)[-1] for layer in stats["gradient_norm"]} == layers
+    assert "vgg16/block5_conv1" in stats["gradient_norm"]  # nested layers under their model
+    for statistic in ("gradient_norm", "weight_norm", "update_ratio"):
+        assert all(sorted(s) == [0, 1] and all(math.isfinite(v) and v > 0 for v in s.values())
+                   for s in stats[statistic].values()), statistic
+    for step in (0, 1):
+        layer_total = math.sqrt(sum(s[step] ** 2 for s in stats["gradient_norm"].values()))
+        assert layer_total == pytest.approx(norms[step], rel=1e-4)
+    assert set(stats["dead_units"]) == {"conv_fc1", "conv_fc2"}  # the head's ReLU layers
+    assert all(0 <= v <= 1 for s in stats["dead_units"].values() for v in s.values())
+
+
+# The tiny model: x (2 features) -> hidden Dense(2, relu) -> out Dense(1), mean squared error,
+# plain SGD, one full batch of 4 examples per step. Unit 2 of `hidden` has a bias so negative
+# that it is zero for every example (dead), unit 1 is active for every example.
+_X = np.array([[1.0, 2.0], [0.5, -1.0], [2.0, 0.0], [1.5, 1.0]])
+_Y = np.array([[1.0], [0.0], [2.0], [1.0]])
+_W0 = [np.array([[0.5, 0.1], [0.2, -0.3]]), np.array([1.0, -10.0]),
+       np.array([[0.7], [0.4]]), np.array([0.1])]
+_LR = 0.05
+
+
+def _tiny_gradients(w):
+    """By hand: the mean squared error's gradient for the tiny model at weights `w`."""
+    w1, b1, w2, b2 = w
+    pre = _X @ w1 + b1
+    h = np.maximum(pre, 0)
+    d = 2 * (h @ w2 + b2 - _Y) / len(_X)
+    dh = d @ w2.T * (pre > 0)
+    return [_X.T @ dh, dh.sum(0), h.T @ d, d.sum(0)], pre
+
+
+def _norm(arrays):
+    return math.sqrt(sum(float(np.sum(np.square(a))) for a in arrays))
+
+
+def test_layer_statistics_by_hand_and_on_two_replicas(tmp_path):
+    for replicas in (1, 2):
+        _run_self("tiny", tmp_path / str(replicas), replicas)
+    one, two = (_layer_stats(str(tmp_path / str(r) / "logs")) for r in (1, 2))
+
+    weights, epochs = [w.copy() for w in _W0], 2  # one step per epoch
+    for epoch in range(epochs):
+        grads, _ = _tiny_gradients(weights)
+        before, weights = weights, [w - _LR * g for w, g in zip(weights, grads)]
+        grads, pre = _tiny_gradients(weights)  # what the callback sees at the epoch's end
+        for layer, ids in (("hidden", [0, 1]), ("out", [2, 3])):
+            expected = {
+                "gradient_norm": _norm([grads[i] for i in ids]),
+                "weight_norm": _norm([weights[i] for i in ids]),
+                "update_ratio": _norm([weights[i] - before[i] for i in ids])
+                / _norm([before[i] for i in ids]),
+            }
+            for statistic, value in expected.items():
+                assert value > 0
+                assert one[statistic][layer][epoch] == pytest.approx(value, rel=1e-5), (
+                    statistic, layer, epoch)
+        assert np.all(pre[:, 1] < 0) and np.all(pre[:, 0] > 0)  # as designed: 1 of 2 dead
+        assert one["dead_units"]["hidden"][epoch] == 0.5
+    assert set(one["dead_units"]) == {"hidden"}  # `out` is linear
+
+    assert two.keys() == one.keys()
+    for statistic, layers in one.items():
+        assert two[statistic].keys() == layers.keys()
+        for layer, values in layers.items():
+            assert sorted(values) == list(range(epochs))
+            for step, value in values.items():
+                assert two[statistic][layer][step] == pytest.approx(value, rel=1e-5)
 
 
 def _train_with_histograms(policy, out_dir):
@@ -141,5 +223,28 @@ def _train_with_histograms(policy, out_dir):
                    "variables": [v.name.split(":")[0] for v in model.trainable_variables]}, f)
 
 
+def _train_tiny(out_dir, replicas):
+    """Subprocess body: the tiny model trained for 2 epochs of one step on `replicas` CPUs."""
+    import tf_keras as keras
+
+    from trainer.callbacks import GradientHistograms
+    from trainer.distribute import make_strategy
+
+    strategy = make_strategy("auto", cpu_replicas=replicas)
+    assert strategy.num_replicas_in_sync == replicas
+    with strategy.scope():
+        inputs = keras.Input((2,))
+        hidden = keras.layers.Dense(2, activation="relu", name="hidden")(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
+        model.set_weights(_W0)
+        model.compile(keras.optimizers.SGD(_LR), loss="mse")
+    x, y = _X.astype(np.float32), _Y.astype(np.float32)
+    callback = GradientHistograms(os.path.join(out_dir, "logs"), (x, y), strategy)
+    model.fit(x, y, batch_size=len(x), epochs=2, shuffle=False, callbacks=[callback], verbose=0)
+
+
 if __name__ == "__main__":
-    _train_with_histograms(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "tiny":
+        _train_tiny(sys.argv[2], int(sys.argv[3]))
+    else:
+        _train_with_histograms(sys.argv[1], sys.argv[2])

@@ -1,62 +1,77 @@
-"""trainer.report: PNGs and index.html from a real training run and from synthetic logs."""
+"""trainer.report: the comparison page and report.json of real runs (model2 and the two model3
+runs) match their history.json / metrics.json."""
+import html
+import json
 import re
 import shutil
 
-import numpy as np
-import tensorflow as tf
 from PIL import Image
 
+from model3_runs import model3_runs  # noqa: F401
 from trained_run import check, run_module, trained_run  # noqa: F401
 
 
-def _write_synthetic_run(run_dir, epochs=4):
-    """Logs shaped like trainer.main's: Keras epoch scalars and per-variable histograms."""
-    rng = np.random.default_rng(0)
-    for split, offset in (("train", 0.0), ("validation", 0.2)):
-        with tf.summary.create_file_writer(str(run_dir / split)).as_default():
-            for epoch in range(epochs):
-                tf.summary.scalar("epoch_loss", 2.0 / (epoch + 1) + offset, step=epoch)
-                tf.summary.scalar("epoch_accuracy", 0.2 * epoch - offset / 2, step=epoch)
-    with tf.summary.create_file_writer(str(run_dir / "gradients")).as_default():
-        for epoch in range(epochs):
-            scale = 1.0 / (epoch + 1)
-            for layer in ("conv_fc1", "predictions"):
-                for var in ("kernel", "bias"):
-                    tf.summary.histogram(f"gradients/{layer}/{var}",
-                                         rng.normal(0, 0.01 * scale, 500), step=epoch)
-                    tf.summary.histogram(f"weights/{layer}/{var}",
-                                         rng.normal(epoch * 0.1, 0.1, 500), step=epoch)
-            tf.summary.scalar("gradients/global_norm", scale, step=epoch)
-
-
-def test_report_of_two_runs(trained_run, tmp_path):  # noqa: F811
+def test_comparison_of_three_runs(trained_run, model3_runs, tmp_path):  # noqa: F811
     runs = tmp_path / "runs"
-    shutil.copytree(trained_run.model_dir / "logs", runs / "model2")
-    _write_synthetic_run(runs / "synthetic")
+    shutil.copytree(model3_runs.runs_dir, runs)
+    shutil.copytree(trained_run.model_dir, runs / "model2", ignore=shutil.ignore_patterns(
+        "feature_cache", "backup", "checkpoints", "*.keras"))
     output = tmp_path / "report"
-    check(run_module("trainer.report", f"--log_dir={runs}", f"--output={output}"))
+    check(run_module("trainer.report", f"--runs={runs}", f"--output={output}"))
 
-    pngs = sorted(p.name for p in output.glob("*.png"))
-    assert {"curves.png", "synthetic-gradients.png", "synthetic-weights.png"} <= set(pngs)
     index = (output / "index.html").read_text()
-    assert sorted(re.findall(r"<img src='([^']+)'", index)) == pngs
-    assert "model2" in index and "synthetic" in index
+    record = json.loads((output / "report.json").read_text())
+    names = ["model2", "recommended", "reference"]
+    assert [r["run"] for r in record["runs"]] == names
+    for row in record["runs"]:
+        assert f"<section id='{row['run']}'>" in index
+        with open(runs / row["run"] / "history.json") as f:
+            history = [v for _, v in sorted(json.load(f).items(), key=lambda kv: int(kv[0]))]
+        best = max(range(len(history)), key=lambda i: history[i]["val_accuracy"])
+        assert row["epochs"] == len(history)
+        assert row["best_val_accuracy"] == history[best]["val_accuracy"]
+        assert row["best_epoch"] == best + 1
+        assert row["final_loss"] == history[-1]["loss"]
+        assert row["final_val_loss"] == history[-1]["val_loss"]
+        assert f"{row['best_val_accuracy']:.4f} ({best + 1})" in index
+        assert f"{row['final_loss']:.4f} / {row['final_val_loss']:.4f}" in index
+        with open(runs / row["run"] / "run.json") as f:
+            info = json.load(f)
+        assert (row["model"], row["total_params"], row["replicas"]) == (
+            info["model"], info["total_params"], info["replicas"])
+        assert f"{info['total_params']:,} / {info['trainable_params']:,}" in index
+        assert row["seconds_per_epoch"] > 0 and row["images_per_second"] > 0
+        for finding in row["diagnoses"]:
+            assert set(finding) == {"code", "message", "flag", "evidence"}
+            assert html.escape(finding["message"]) in index
+    codes = {r["run"]: [d["code"] for d in r["diagnoses"]] for r in record["runs"]}
+    assert {"stuck_at_chance", "backbone_too_fast"} <= set(codes["reference"])
+    assert "stuck_at_chance" not in codes["recommended"]
+
+    with open(runs / "recommended" / "eval-val" / "metrics.json") as f:
+        metrics = json.load(f)
+    evaluation = record["runs"][1]["evaluations"]["val"]
+    assert evaluation["accuracy"] == metrics["accuracy"] and evaluation["macro_f1"] == metrics["macro_f1"]
+    assert f"val: {metrics['accuracy']:.4f}" in index
+    for row in metrics["per_class"]:
+        assert f"<td>{row['class_name']}</td><td>{row['precision']:.3f}</td>" in index
+    assert record["runs"][0]["evaluations"] == {}
+
+    # flags that differ: the model, the backbone rate, data and epochs; not what is equal
+    assert {"model", "backbone_learning_rate"} <= set(record["differing_flags"])
+    assert "learning_rate" not in record["differing_flags"]
+    pngs = set(re.findall(r"<img src='([^']+)'", index))
+    assert {"comparison.png", "reference-layer_stats.png", "recommended-confusion-val.png"} <= pngs
     for name in pngs:
         with Image.open(output / name) as image:
-            assert image.format == "PNG"
             image.verify()
-    with Image.open(output / "curves.png") as image:  # 2 run columns, loss and accuracy rows
-        assert image.size[0] > 800 and image.size[1] > 600
-    with Image.open(output / "synthetic-weights.png") as image:  # 4 variables in one row
-        assert image.size[0] > 3 * image.size[1]
 
 
-def test_empty_or_missing_log_dir(tmp_path):
-    (tmp_path / "empty" / "train").mkdir(parents=True)  # a run without any events
-    for log_dir, message in ((tmp_path / "empty", "no TensorBoard runs under"),
-                             (tmp_path / "missing", "does not exist")):
-        result = run_module("trainer.report", f"--log_dir={log_dir}",
-                            f"--output={tmp_path / 'out'}")
+def test_empty_or_missing_runs_dir(tmp_path):
+    (tmp_path / "empty" / "nothing").mkdir(parents=True)
+    for runs, message in ((tmp_path / "empty", "no runs under"),
+                          (tmp_path / "missing", "does not exist")):
+        result = run_module("trainer.report", f"--runs={runs}", f"--output={tmp_path / 'out'}")
         assert result.returncode == 2
-        assert message in result.stderr and str(log_dir) in result.stderr
+        assert message in result.stderr and str(runs) in result.stderr
     assert not (tmp_path / "out").exists()

@@ -5,6 +5,7 @@
     {model_dir}/class_names.json   JSON list of the class names, in class-id order
     {model_dir}/best.json          {"val_accuracy", "epoch"} of best.keras (epochs counted from 1)
     {model_dir}/history.json       the logs of every finished epoch, keyed by epoch index
+    {model_dir}/run.json           model, flags, parameter counts, precision, replicas
 """
 import json
 
@@ -17,6 +18,7 @@ from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from trainer import models, schedule  # noqa: F401  (register the custom classes for load_model)
 
 CHECKPOINTS = ("final", "best")
+RUN_JSON = "run.json"
 
 
 class ArtifactError(Exception):

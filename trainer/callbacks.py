@@ -1,4 +1,7 @@
-"""Training callbacks: per-layer gradient/weight histograms and the reference stopping rule."""
+"""Training callbacks: per-layer gradient/weight histograms and statistics, the reference
+stopping rule, learning-rate logging and epoch timing."""
+import time
+
 import os
 
 import numpy as np
@@ -7,15 +10,54 @@ import tf_keras as keras
 from absl import logging
 
 
+STATS_GROUP = "layer_stats"  # TensorBoard tag group: layer_stats/<statistic>/<layer path>
+STATISTICS = ("gradient_norm", "weight_norm", "update_ratio", "dead_units")
+
+
 def _tag(variable):
     """'block5_conv1/kernel:0' -> 'block5_conv1/kernel'."""
     return variable.name.split(":")[0]
 
 
+def trainable_layers(model, prefix=""):
+    """[(path, layer)] of the layers owning trainable variables, nested models' layers as
+    'vgg16/block5_conv1'."""
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out += trainable_layers(layer, f"{prefix}{layer.name}/")
+        elif layer.trainable_weights:
+            out.append((prefix + layer.name, layer))
+    return out
+
+
+def head_relu_layers(model):
+    """The model's own (not nested) layers with a ReLU activation."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.Model)
+            and getattr(layer, "activation", None) is keras.activations.relu]
+
+
+def _output_in(model, layer):
+    """`layer`'s output in `model`'s graph: a layer shared by two models (the feature cache's
+    head and the full model) has one output per call, and `layer.output` is its first."""
+    for i in range(len(layer.inbound_nodes)):
+        if f"{layer.name}_ib-{i}" in model._network_nodes:  # pylint: disable=protected-access
+            return layer.get_output_at(i)
+    return layer.output
+
+
 class GradientHistograms(keras.callbacks.Callback):
     """Every `freq` epochs, writes TensorBoard histograms of the loss gradient and of the value
-    of every trainable variable (`gradients/<layer>/<var>`, `weights/<layer>/<var>`) and the
-    scalar `gradients/global_norm`, to `log_dir/gradients`, at step = epoch.
+    of every trainable variable (`gradients/<layer>/<var>`, `weights/<layer>/<var>`), the
+    scalar `gradients/global_norm`, and per trainable layer (kernel and bias together) the
+    scalars `layer_stats/<statistic>/<layer path>`, to `log_dir/gradients`, at step = epoch:
+
+    - gradient_norm: L2 norm of the layer's loss gradient on the fixed batch;
+    - weight_norm: L2 norm of its weights;
+    - update_ratio: |w_after - w_before| / |w_before| over the epoch's LAST optimizer step
+      (a per-step figure, whatever the optimizer);
+    - dead_units (ReLU layers of the model's own head only): share of units (channels) that
+      are 0 for every example and position of the fixed batch.
 
     The gradient is computed on the fixed `batch` = (images, labels) of one global batch (every
     worker passes the same batch): each replica of `strategy` takes its slice, the gradients are
@@ -34,6 +76,8 @@ class GradientHistograms(keras.callbacks.Callback):
         self.log_dir = os.path.join(log_dir, "gradients")
         self._writer = None
         self._compute = None
+        self._before_last_step = None
+        self._epoch = 0
 
     def _loss_fn(self):
         loss = keras.losses.get(self.model.loss)
@@ -48,6 +92,15 @@ class GradientHistograms(keras.callbacks.Callback):
         optimizer = model.optimizer
         scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 
+        relu_layers = head_relu_layers(model)
+        activations = keras.Model(model.inputs, [_output_in(model, layer) for layer in relu_layers])
+
+        def positive_counts(images):
+            outputs = activations(images, training=False) if relu_layers else []
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return [tf.reduce_sum(tf.reshape(tf.cast(a > 0, tf.float32), [-1, a.shape[-1]]), 0)
+                    for a in outputs]
+
         def replica_fn(images, labels):
             variables = model.trainable_variables
             with tf.GradientTape() as tape:
@@ -61,16 +114,17 @@ class GradientHistograms(keras.callbacks.Callback):
             grads = tape.gradient(loss, variables)
             if scaled:
                 grads = optimizer.get_unscaled_gradients(grads)
-            return [tf.zeros_like(v, tf.float32) if g is None else tf.cast(g, tf.float32)
-                    for g, v in zip(grads, variables)]
+            grads = [tf.zeros_like(v, tf.float32) if g is None else tf.cast(g, tf.float32)
+                     for g, v in zip(grads, variables)]
+            return grads, positive_counts(images)
 
         @tf.function
         def compute(images, labels):
             per_replica = strategy.run(replica_fn, args=(images, labels))
             return tf.nest.map_structure(
-                lambda g: strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None), per_replica)
+                lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica)
 
-        return compute
+        return compute, [layer.name for layer in relu_layers]
 
     def _distributed_batch(self):
         def slice_for_replica(ctx):
@@ -81,16 +135,27 @@ class GradientHistograms(keras.callbacks.Callback):
 
         return self.strategy.experimental_distribute_values_from_function(slice_for_replica)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._before_last_step = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        steps = (self.params or {}).get("steps")
+        if (self._epoch + 1) % self.freq == 0 and (steps is None or batch == steps - 1):
+            self._before_last_step = [tf.identity(v.read_value())
+                                      for v in self.model.trainable_variables]
+
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.freq:
             return
         if self._compute is None:
             self.strategy = self.strategy or self.model.distribute_strategy
-            self._compute = self._make_compute()
+            self._compute, self._relu_names = self._make_compute()
         images, labels = self._distributed_batch()
-        grads = self._compute(images, labels)
+        grads, counts = self._compute(images, labels)
         if not self.is_chief:
             return
+        stats = self._layer_statistics(grads, counts)
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         # record_if(True): the Keras TensorBoard callback leaves a step-filtering record_if active.
@@ -99,7 +164,31 @@ class GradientHistograms(keras.callbacks.Callback):
                 tf.summary.histogram(f"gradients/{_tag(v)}", g)
                 tf.summary.histogram(f"weights/{_tag(v)}", tf.cast(v, tf.float32))
             tf.summary.scalar("gradients/global_norm", tf.linalg.global_norm(grads))
+            for statistic, layers in stats.items():
+                for path, value in layers.items():
+                    tf.summary.scalar(f"{STATS_GROUP}/{statistic}/{path}", value)
         self._writer.flush()
+
+    def _layer_statistics(self, grads, counts):
+        """{statistic: {layer path: float}} (see the class docstring)."""
+        index = {id(v): i for i, v in enumerate(self.model.trainable_variables)}
+        stats = {name: {} for name in STATISTICS}
+        squared = lambda tensors: sum(float(tf.reduce_sum(tf.square(t))) for t in tensors)
+        for path, layer in trainable_layers(self.model):
+            ids = [index[id(v)] for v in layer.trainable_variables if id(v) in index]
+            if not ids:
+                continue
+            weights = [tf.cast(self.model.trainable_variables[i], tf.float32) for i in ids]
+            stats["gradient_norm"][path] = squared(grads[i] for i in ids) ** 0.5
+            stats["weight_norm"][path] = squared(weights) ** 0.5
+            if self._before_last_step is not None:
+                before = [tf.cast(self._before_last_step[i], tf.float32) for i in ids]
+                change = squared(w - b for w, b in zip(weights, before)) ** 0.5
+                norm = squared(before) ** 0.5
+                stats["update_ratio"][path] = change / norm if norm else float("nan")
+        for name, count in zip(self._relu_names, counts):
+            stats["dead_units"][name] = float(np.mean(count.numpy() == 0))
+        return stats
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -124,22 +213,27 @@ class ReferenceStopping(keras.callbacks.Callback):
         self.stop_reason = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        loss, val_loss, val_acc = (logs.get(k) for k in ("loss", "val_loss", "val_accuracy"))
-        reason = None
-        if loss is not None and val_loss is not None and val_loss - loss > self.gap:
-            reason = (f"val_loss - loss = {val_loss:.4f} - {loss:.4f} = {val_loss - loss:.4f}"
-                      f" > {self.gap}")
-        if val_acc is not None:
-            previous = self.val_accuracies[-self.patience:]
-            self.val_accuracies.append(val_acc)
-            if reason is None and len(previous) == self.patience and val_acc < min(previous):
-                reason = (f"val_accuracy {val_acc:.4f} is lower than each of the previous "
-                          f"{self.patience} ({', '.join(f'{a:.4f}' for a in previous)})")
+        reason = reference_rule(logs or {}, self.val_accuracies, self.gap, self.patience)
         if reason:
             self.stop_reason = reason
             logging.info("ReferenceStopping: stopping after epoch %d: %s", epoch + 1, reason)
             self.model.stop_training = True
+
+
+def reference_rule(logs, val_accuracies, gap=0.25, patience=3):
+    """The reference rule on one epoch's `logs`: the reason to stop, or None. Appends the
+    epoch's val_accuracy to `val_accuracies` (the earlier epochs' values)."""
+    loss, val_loss, val_acc = (logs.get(k) for k in ("loss", "val_loss", "val_accuracy"))
+    reason = None
+    if loss is not None and val_loss is not None and val_loss - loss > gap:
+        reason = f"val_loss - loss = {val_loss:.4f} - {loss:.4f} = {val_loss - loss:.4f} > {gap}"
+    if val_acc is not None:
+        previous = val_accuracies[-patience:]
+        val_accuracies.append(val_acc)
+        if reason is None and len(previous) == patience and val_acc < min(previous):
+            reason = (f"val_accuracy {val_acc:.4f} is lower than each of the previous "
+                      f"{patience} ({', '.join(f'{a:.4f}' for a in previous)})")
+    return reason
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -190,3 +284,30 @@ def _current_lr(optimizer):
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
         rate = rate(optimizer.iterations)
     return float(keras.backend.get_value(rate))
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Adds `seconds` (the whole epoch, validation included) and `images_per_second` (training
+    steps only: steps x global batch / their time) to the epoch logs, so that history.json and
+    TensorBoard (`epoch_seconds`, ...) keep them. Place it before the TensorBoard callback."""
+
+    def __init__(self, global_batch_size):
+        super().__init__()
+        self._batch = global_batch_size
+        self._start = self._train_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._train_end = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        if self._start is not None and self._train_end is None:  # validation within fit
+            self._train_end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        end = time.perf_counter()
+        steps = (self.params or {}).get("steps")
+        if logs is None or self._start is None:
+            return
+        logs["seconds"] = end - self._start
+        if steps:
+            logs["images_per_second"] = steps * self._batch / ((self._train_end or end) - self._start)

@@ -13,8 +13,8 @@ import tf_keras as keras
 from absl import app, flags, logging
 
 from tfrecords_tool import filesystems
-from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
-                     feature_cache, models, schedule)
+from trainer import (artifacts, augment, callbacks, checkpointing, class_weights, data,
+                     distribute, feature_cache, models, schedule)
 
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
@@ -119,10 +119,9 @@ def cached_training(strategy, model, manifest, total_steps):
 def summary_only(strategy):
     model = build(strategy, FLAGS.image_size or 224, 16, total_steps=1)
     model.summary(expand_nested=False, print_fn=print)
-    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
-    frozen = sum(int(tf.size(w)) for w in model.non_trainable_weights)
-    print(f"{FLAGS.model}: total {trainable + frozen:,}; trainable {trainable:,}; "
-          f"non-trainable {frozen:,}")
+    total, trainable = models.parameter_counts(model)
+    print(f"{FLAGS.model}: total {total:,}; trainable {trainable:,}; "
+          f"non-trainable {total - trainable:,}")
 
 
 def train(strategy):
@@ -177,6 +176,8 @@ def train(strategy):
     if chief:
         with tf.io.gfile.GFile(f"{FLAGS.model_dir}/class_names.json", "w") as f:
             json.dump(manifest["class_names"], f)
+        with tf.io.gfile.GFile(f"{FLAGS.model_dir}/{artifacts.RUN_JSON}", "w") as f:
+            json.dump(run_info(model, replicas, image_size, num_classes, steps), f, indent=1)
 
     log_dir = FLAGS.log_dir or f"{FLAGS.model_dir}/logs"
     stopping = {"none": [], "reference": [callbacks.ReferenceStopping()],
@@ -192,6 +193,7 @@ def train(strategy):
         # backed-up ones, so that a rerun with another --learning_rate (e.g. after a NaN) uses it.
         keras.callbacks.LambdaCallback(on_train_begin=lambda logs: _apply_learning_rates(fitted)),
         callbacks.LearningRateLogger(log_dir, FLAGS.log_every_steps, chief),
+        callbacks.EpochTimer(FLAGS.batch_size),
         tensorboard,
         # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
         # run keeps the curves of the epochs it finished.
@@ -220,6 +222,19 @@ def train(strategy):
     if chief:
         print(f"final model: {final_path}\nTensorBoard logs: {log_dir}\n"
               f"  open them with: tensorboard --logdir {log_dir}")
+
+
+def run_info(model, replicas, image_size, num_classes, steps_per_epoch):
+    """run.json: what trainer.report compares between runs (flags as given, sizes, precision)."""
+    total, trainable = models.parameter_counts(model)
+    run_flags = {f.name: f.value for module in (sys.modules[__name__], distribute)
+                 for f in FLAGS.get_flags_for_module(module)}
+    return {"model": FLAGS.model, "total_params": total, "trainable_params": trainable,
+            "precision": keras.mixed_precision.global_policy().name, "replicas": replicas,
+            "image_size": image_size, "num_classes": num_classes,
+            "steps_per_epoch": steps_per_epoch,
+            "trainable_layers": [path for path, _ in callbacks.trainable_layers(model)],
+            "flags": run_flags}
 
 
 def _apply_learning_rates(model):

@@ -192,6 +192,12 @@ def compile_model(model, head_optimizer, backbone_optimizer=None,
     return model
 
 
+def parameter_counts(model):
+    """(total, trainable) numbers of parameters."""
+    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+    return trainable + sum(int(tf.size(w)) for w in model.non_trainable_weights), trainable
+
+
 def split_backbone_head(model):
     """(backbone, head) sharing `model`'s layers and weights, for a cache of VGG16 features.
 
