@@ -57,6 +57,14 @@ def _parent(pid):
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def _alive(pid):
+    """Not yet a zombie (a zombie has released its files)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _holders(fifo, converter_pid):
     """PIDs of the converter's workers (its children, or its forkserver's) that have `fifo`
     open."""
@@ -85,7 +93,7 @@ def _serve_fifo(fifo, parent_pid, kills, data):
                 os.kill(pid, signal.SIGKILL)
             # A dying process keeps its files open for a moment: the next open() must meet the
             # fresh worker, not this one.
-            while set(pids) & set(_holders(fifo, parent_pid)) and time.monotonic() < deadline:
+            while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.01)
             try:
                 writer.close()
