@@ -1,3 +1,3 @@
 """Converts scanned TIFF pages (RVL-CDIP and subsets) into sharded TFRecords."""
 
-__version__ = "0.2.0"  # part of every shard fingerprint: bump when shard bytes change
+__version__ = "0.3.0"  # part of every shard fingerprint: bump when shard bytes change

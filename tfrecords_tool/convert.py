@@ -97,14 +97,15 @@ def plan_splits(pages, val_fraction, seed, split_name):
     return {"train": train, "val": val}
 
 
-def plan_shards(splits, num_shards, seed, image_size, image_format):
+def plan_shards(splits, num_shards, seed, image_size, image_format, jpeg_quality=None):
     """All shards of all splits, in split then shard order."""
     shards = []
     for split_name, pages in splits.items():
         count = num_shards or split.default_num_shards(len(pages))
         for index, shard_pages in enumerate(split.assign_shards(pages, count, seed)):
             shards.append(Shard(split_name, write.shard_name(split_name, index, count), shard_pages,
-                                manifest.fingerprint(shard_pages, image_size, image_format)))
+                                manifest.fingerprint(shard_pages, image_size, image_format,
+                                                     jpeg_quality)))
     return shards
 
 
@@ -121,14 +122,14 @@ def probe(pages, images_dir, max_bad_fraction):
                            f"{missing[0]}), more than --max_bad_fraction={max_bad_fraction}")
 
 
-def encode_page(job, image_size, image_format):
+def encode_page(job, image_size, image_format, jpeg_quality=records.DEFAULT_JPEG_QUALITY):
     """(serialized Example, None) for a readable page, else (None, the reason it was skipped)."""
     path, label, filename = job
     try:
         pixels = decode.load_page(path, image_size)
     except decode.PageError as e:
         return None, str(e)
-    return records.make_example(pixels, label, filename, image_format), None
+    return records.make_example(pixels, label, filename, image_format, jpeg_quality), None
 
 
 class Progress:
@@ -169,10 +170,12 @@ class Progress:
         sys.stderr.flush()
 
 
-def convert_shards(shards, output_dir, images_dir, image_size, image_format, num_classes,
+def convert_shards(shards, output_dir, images_dir, image_size, image_format, jpeg_quality,
+                   num_classes,
                    max_bad_fraction, pool):
     """Writes `shards` (and their parts); returns the Progress with the counts."""
-    encode = functools.partial(encode_page, image_size=image_size, image_format=image_format)
+    encode = functools.partial(encode_page, image_size=image_size, image_format=image_format,
+                               jpeg_quality=jpeg_quality)
 
     def submit(shard):
         jobs = [(labels.full_path(images_dir, page.path), page.label, page.path)
@@ -200,7 +203,7 @@ def convert_shards(shards, output_dir, images_dir, image_size, image_format, num
 def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_size=224,
             image_format="raw", val_fraction=None, seed=0, split_name=None, task_index=0,
             num_tasks=1, merge_only=False, max_bad_fraction=0.1, allow_outside_paths=False,
-            class_names=None, pool=None):
+            class_names=None, pool=None, jpeg_quality=records.DEFAULT_JPEG_QUALITY):
     """Converts this task's shards, then writes the manifest of every split that is complete.
 
     `pool` (a multiprocessing pool) decodes pages in parallel; None decodes in this process.
@@ -214,7 +217,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
         source = labels_file or images_dir.rstrip("/")
         split_name = posixpath.splitext(posixpath.basename(source))[0]
     splits = plan_splits(pages, val_fraction, seed, split_name)
-    shards = plan_shards(splits, num_shards, seed, image_size, image_format)
+    jpeg_quality = jpeg_quality if image_format == "jpeg" else None
+    shards = plan_shards(splits, num_shards, seed, image_size, image_format, jpeg_quality)
     tf.io.gfile.makedirs(output_dir)
     if not merge_only:
         mine = split.for_task(shards, task_index, num_tasks)
@@ -229,7 +233,7 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
                 if tf.io.gfile.exists(manifest.manifest_path(output_dir, name)):
                     tf.io.gfile.remove(manifest.manifest_path(output_dir, name))  # now out of date
             progress = convert_shards(todo, output_dir, images_dir, image_size, image_format,
-                                      len(class_names), max_bad_fraction, pool)
+                                      jpeg_quality, len(class_names), max_bad_fraction, pool)
             elapsed = time.monotonic() - progress.start
             logging.info("converted %d pages into %d shards in %.1f s (%.1f pages/s): "
                          "%d records, %d skipped", progress.done, len(todo), elapsed,
@@ -248,7 +252,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             logging.info("%s; the task that completes them writes the manifest", message)
             continue
         settings = {"split": name, "class_names": class_names, "image_size": image_size,
-                    "image_format": image_format, "labels": labels_file, "seed": seed,
+                    "image_format": image_format, "jpeg_quality": jpeg_quality,
+                    "labels": labels_file, "seed": seed,
                     "val_fraction": val_fraction}
         path = manifest.manifest_path(output_dir, name)
         manifest.write_json(path, manifest.merge(parts, settings), writer=f"-task{task_index}")
@@ -268,7 +273,11 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.",
                          lower_bound=1)
-    flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
+    flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored: raw "
+                      "uint8 under image/raw (fastest to train from), png (lossless) or jpeg "
+                      "(smallest, lossy) under image/encoded (README: record schema).")
+    flags.DEFINE_integer("jpeg_quality", records.DEFAULT_JPEG_QUALITY, "JPEG quality of "
+                         "--image_format=jpeg.", lower_bound=1, upper_bound=100)
     flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes.", lower_bound=1)
     flags.DEFINE_float("val_fraction", None, "Split the pages, stratified by class, into "
                        "`train` and `val` with this fraction in `val`.", lower_bound=0,
@@ -306,7 +315,7 @@ def main(argv):
             convert(FLAGS.output_dir, FLAGS.images_dir, FLAGS.labels, FLAGS.num_shards,
                     FLAGS.image_size, FLAGS.image_format, FLAGS.val_fraction, FLAGS.seed,
                     FLAGS.split, task_index, num_tasks, FLAGS.merge_only, FLAGS.max_bad_fraction,
-                    FLAGS.allow_outside_paths, FLAGS.class_names, pool)
+                    FLAGS.allow_outside_paths, FLAGS.class_names, pool, FLAGS.jpeg_quality)
         finally:
             if pool:
                 pool.terminate()

@@ -39,9 +39,10 @@ def manifest_path(output_dir, split):
     return posixpath.join(output_dir, f"{split}-manifest.json")
 
 
-def fingerprint(pages, image_size, image_format):
+def fingerprint(pages, image_size, image_format, jpeg_quality=None):
     """Identifies what a shard's bytes depend on: its pages, in order, and the encoding."""
-    content = [tfrecords_tool.__version__, image_size, image_format, [list(page) for page in pages]]
+    content = [tfrecords_tool.__version__, image_size, image_format, jpeg_quality,
+               [list(page) for page in pages]]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
@@ -75,6 +76,7 @@ def merge(parts, settings):
         "class_names": settings["class_names"],
         "image_size": settings["image_size"],
         "image_format": settings["image_format"],
+        "jpeg_quality": settings["jpeg_quality"],
         "shards": [{"file": part["file"], "num_records": part["num_records"]} for part in parts],
         "skipped": [skip for part in parts for skip in part["skipped"]],
         "labels": settings["labels"],
