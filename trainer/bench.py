@@ -50,8 +50,6 @@ import tempfile
 import time
 import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras

@@ -14,7 +14,7 @@ from absl import app, flags, logging
 
 from tfrecords_tool import filesystems
 from trainer import (augment, callbacks, checkpointing, class_weights, data, distribute,
-                     feature_cache, models, schedule)
+                     feature_cache, models, schedule, throughput)
 
 flags.DEFINE_enum("model", "model1", ["model1", "model2", "model3"], "Which architecture (SPEC.md).")
 flags.DEFINE_string("data_dir", None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
@@ -188,6 +188,7 @@ def train(strategy):
     tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=FLAGS.log_every_steps,
                                               write_graph=True)
     middle = [
+        throughput.Throughput(FLAGS.batch_size),  # before TensorBoard: it logs what this adds
         # After `first` restored a backup: the optimizers' learning rates are the flags', not the
         # backed-up ones, so that a rerun with another --learning_rate (e.g. after a NaN) uses it.
         keras.callbacks.LambdaCallback(on_train_begin=lambda logs: _apply_learning_rates(fitted)),
