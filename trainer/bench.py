@@ -469,7 +469,11 @@ def augment_cpu(files, image_size, image_format, level, batch_size, batches, rep
     if images.shape[0] < batch_size:  # fewer records than one batch: repeat them
         images = tf.tile(images, [math.ceil(batch_size / images.shape[0]), 1, 1, 1])[:batch_size]
     layer = augment.augmentation(level, seed)
-    apply = tf.function(lambda x: layer(x, training=True))
+
+    @tf.function  # a def, not a lambda: AutoGraph cannot find a lambda's source among several
+    def apply(x):
+        return layer(x, training=True)
+
     apply(images).numpy()  # trace and warm up
     samples = []
     for _ in range(repeats):
