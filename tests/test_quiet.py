@@ -43,6 +43,15 @@ def test_tensorflow_info_through_absl_is_dropped_own_lines_kept():
     assert quiet._not_tensorflow_info(record(str(REPO / "trainer" / "main.py"), logging.INFO))
 
 
+def test_known_harmless_keras_warning_is_dropped_real_ones_kept():
+    def record(message):
+        return logging.LogRecord("tensorflow", logging.WARNING, "callbacks.py", 1, message, None, None)
+    assert not quiet._not_known_harmless(record(
+        "Callback method `on_train_batch_end` is slow compared to the batch time (batch time: "
+        "0.0075s vs `on_train_batch_end` time: 0.0341s). Check your callbacks."))
+    assert quiet._not_known_harmless(record("Gradients do not exist for variables"))
+
+
 def test_a_tool_prints_no_tensorflow_start_up_lines_unless_asked(sample_dir, tmp_path):
     convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
                     image_size=16, num_shards=1)

@@ -28,8 +28,15 @@ KNOWN_HARMLESS = (
     (r".*Compiled the loaded model, but the compiled metrics have yet to be built.*", UserWarning),
     (r".*Skipping variable loading for optimizer.*", UserWarning),
 )
+# Logged by tf-keras at WARNING: TensorBoard's and the learning-rate logger's every-N-steps
+# writes outlast the tiny steps of a cached-feature epoch; nothing to fix.
+KNOWN_HARMLESS_LOGS = ("is slow compared to the batch time",)
 _CHATTY_LOGGERS = ("tensorflow", "h5py")
 _TENSORFLOW_DIRS = (f"{os.sep}tensorflow{os.sep}", f"{os.sep}tf_keras{os.sep}")
+
+
+def _not_known_harmless(record):
+    return not any(text in record.getMessage() for text in KNOWN_HARMLESS_LOGS)
 
 
 def _not_tensorflow_info(record):
@@ -63,8 +70,10 @@ def configure(argv, environ):
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     absl_logger = absl_logging.get_absl_logger()  # absl's own logger class, not a plain one
-    if _not_tensorflow_info not in absl_logger.filters:
-        absl_logger.addFilter(_not_tensorflow_info)
+    for logger, function in ((absl_logger, _not_tensorflow_info),
+                             (logging.getLogger("tensorflow"), _not_known_harmless)):
+        if function not in logger.filters:
+            logger.addFilter(function)
     for message, category in KNOWN_HARMLESS:
         warnings.filterwarnings("ignore", message=message, category=category)
 
