@@ -212,9 +212,9 @@ def train(strategy):
     middle += stopping
 
     logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
-                 "replicas, policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
+                 "replicas (%s), policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
                  manifest["num_records"], steps, FLAGS.epochs, FLAGS.batch_size, replicas,
-                 keras.mixed_precision.global_policy().name, log_dir)
+                 distribute.strategy_name(strategy), keras.mixed_precision.global_policy().name, log_dir)
     fitted.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=val_ds,
                class_weight=weights, callbacks=first + middle + last, verbose=2)
     checkpointing.save_final_model(model, final_path, chief)
