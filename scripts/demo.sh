@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-export TF_CPP_MIN_LOG_LEVEL=2
 PY=.venv/bin/python
 OUT=${DEMO_DIR:-demo_out}
 rm -rf "$OUT"

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from tfrecords_tool import records
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY_FLAGS = {
     "pages_per_class": 2, "max_side": 200, "image_size": 64, "repeats": 1, "batch_size": 16,
     "warmup_batches": 2, "timed_batches": 3, "record_copies": 2, "augment_batch_size": 8,
     "augment_batches": 2, "cache_records": 32, "cache_batch_size": 16, "seed_batch_size": 8,
-    "png_timed_batches": 2, "timed_epochs": 1, "convert_repeats": 2, "convert_budget_s": 0.0,
+    "png_timed_batches": 2, "jpeg_qualities": "75,95", "timed_epochs": 1, "convert_repeats": 2,
+    "convert_budget_s": 0.0,
     # model2 at 32 px: the smallest cached-epoch measurement (the default is model1 at 128 px)
     "cache_model": "model2", "cache_image_size": 32, "stage_pages": 8,
     "train_models": "model2", "train_batch_size": 8, "train_steps": 2,
@@ -25,10 +28,11 @@ FAKE_NVIDIA_SMI = "#!/bin/sh\necho 40\necho 60\nexec sleep 300\n"
 
 FIGURES = [
     "seed_loader_img_s", "convert_img_s_1", "convert_img_s_all", "convert_scaling",
-    "convert_vs_seed", "convert_img_s_png", "pipeline_img_s", "pipeline_img_s_png",
-    "pipeline_img_s_augment", "pipeline_img_s_per_core", "pipeline_vs_seed", "augment_cpu_img_s",
-    "bytes_per_record_raw", "bytes_per_record_png", "uncached_epoch_s", "cached_epoch_s",
-    "cached_epoch_speedup", "resize_ms", "resize_ms_bilinear",
+    "convert_vs_seed", "convert_img_s_png", "convert_img_s_jpeg", "pipeline_img_s",
+    "pipeline_img_s_png", "pipeline_img_s_jpeg", "pipeline_img_s_augment", "pipeline_img_s_per_core",
+    "pipeline_vs_seed", "augment_cpu_img_s", "bytes_per_record_raw", "bytes_per_record_png",
+    "bytes_per_record_jpeg", "uncached_epoch_s", "cached_epoch_s", "cached_epoch_speedup",
+    "resize_ms", "resize_ms_bilinear",
 ]
 
 
@@ -73,6 +77,7 @@ def test_ratios_match_their_values(bench):
     assert r["seed_loader_img_s"] == max(r["seed_loader"]["samples"])
     assert r["pipeline_img_s"] == max(r["pipeline"]["raw"]["samples"])
     assert r["pipeline_img_s_png"] == max(r["pipeline"]["png"]["samples"])
+    assert r["pipeline_img_s_jpeg"] == max(r["pipeline"]["jpeg"]["samples"])
     assert r["convert_img_s_1"] == max(run["img_s"] for run in r["convert"]["workers_1"])
     assert r["convert_img_s_all"] == max(run["img_s"] for run in r["convert"]["workers_all"])
     for name, target in r["targets"].items():
@@ -87,16 +92,23 @@ def test_measured_what_it_says(bench):
     assert result["seed_loader"]["batch_shape"][1:] == [64, 64, 3]
     runs = result["convert"]["workers_1"] + result["convert"]["workers_all"]
     assert len(runs) == 2 * TINY_FLAGS["convert_repeats"]
-    for run in runs + [result["convert"]["png"]]:
+    for run in runs + [result["convert"]["png"], result["convert"]["jpeg"]]:
         assert run["pages"] == run["records"] == pages and run["skipped"] == 0
         assert run["img_s"] == pytest.approx(pages / run["seconds"], rel=1e-3)
     assert result["convert"]["png"]["image_format"] == "png"
+    assert result["convert"]["jpeg"]["image_format"] == "jpeg"
+    assert result["convert"]["jpeg"]["jpeg_quality"] == records.DEFAULT_JPEG_QUALITY
+    drift = result["jpeg_drift"]
+    assert drift["pages"] == TINY_FLAGS["stage_pages"] and set(drift) == {"pages", "75", "95"}
+    assert drift["95"]["bytes"] > drift["75"]["bytes"]  # smaller files, larger errors
+    assert 0 < drift["95"]["mean_abs_error"] < drift["75"]["mean_abs_error"]
     assert result["convert"]["cache_records"]["records"] == 32
     assert set(result["convert_cores_used"]) == {"1", "all"}
     assert result["convert"]["workers_1"][0]["workers"] == 1
     assert result["convert"]["workers_all"][0]["workers"] == result["settings"]["workers"]
     assert result["pipeline"]["raw"]["batch_shape"] == [16, 64, 64, 1]
     assert result["pipeline"]["png"]["batch_shape"] == [16, 64, 64, 1]
+    assert result["pipeline"]["jpeg"]["batch_shape"] == [16, 64, 64, 1]
     assert "note" in result["pipeline"]["augment"] and "pipeline_img_s_augment" in result["notes"]
     stages = result["page_stages"]
     assert stages["pages"] == TINY_FLAGS["stage_pages"] and stages["image_size"] == 64
@@ -126,7 +138,7 @@ def test_measured_what_it_says(bench):
 def test_settings_and_machine_recorded(bench):
     result, stdout, tmp = bench
     for name, value in TINY_FLAGS.items():
-        expected = value.split(",") if name == "train_models" else value
+        expected = value.split(",") if name in ("train_models", "jpeg_qualities") else value
         assert result["settings"][name] == expected, name
     machine = result["machine"]
     for key in ("cpu_cores", "cpu_model", "tensorflow", "gpu", "loadavg_before", "parallel_capacity"):

@@ -191,7 +191,7 @@ def test_convert_round_trip(sample_dir, tmp_path):
         for r in shard_records:
             filename = r["image/filename"].decode()
             assert r["image/class/label"] == int(listed[filename])
-            pixels = np.frombuffer(r["image/encoded"], np.uint8).reshape(SIZE, SIZE)
+            pixels = np.frombuffer(r["image/raw"], np.uint8).reshape(SIZE, SIZE)
             source = decode.load_page(str(sample_dir / "images" / filename), SIZE)
             np.testing.assert_array_equal(pixels, source)
             seen.append(filename)

@@ -32,7 +32,7 @@ def _predict_records(run):
         for record in tf.data.TFRecordDataset(path):
             example = parse_one(record.numpy())
             assert example["image/format"] == b"raw"
-            images.append(np.frombuffer(example["image/encoded"], np.uint8)
+            images.append(np.frombuffer(example["image/raw"], np.uint8)
                           .reshape(IMAGE_SIZE, IMAGE_SIZE, 1))
             labels.append(example["image/class/label"])
     model = keras.models.load_model(run.model_dir / "final.keras", compile=False)

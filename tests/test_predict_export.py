@@ -1,5 +1,5 @@
 """trainer.predict (pages through load_page) and trainer.export (the SavedModel, loaded in a fresh
-process that imports nothing from this repository)."""
+process that imports nothing but TensorFlow)."""
 import io
 import json
 
@@ -15,8 +15,38 @@ from tfrecords_tool.decode import load_page
 from trained_run import IMAGE_SIZE, check, run_module, run_python, trained_run  # noqa: F401
 from trainer import models  # noqa: F401  (registers the custom layers for load_model)
 
-# Loads the export like a client would: TensorFlow plus tensorflow-io's op library only.
+# Loads the default export as stock TensorFlow (Serving) would: nothing but TensorFlow imported.
 SERVE = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+model = tf.saved_model.load(sys.argv[1])
+serve, serve_pixels = model.signatures["serving_default"], model.signatures["pixels"]
+requests = json.load(open(sys.argv[2]))
+outputs = [serve(image_bytes=tf.constant([open(p, "rb").read() for p in requests["files"]]))]
+for path in requests["pixels"]:
+    outputs.append(serve_pixels(pixels=tf.constant(np.load(path))))
+result = {"probabilities": [p for out in outputs for p in out["probabilities"].numpy().tolist()],
+          "class_id": [i for out in outputs for i in out["class_id"].numpy().tolist()],
+          "class_name": [s.decode() for out in outputs for s in out["class_name"].numpy()]}
+empty = serve(image_bytes=tf.constant([], tf.string))
+result["empty_shapes"] = {name: value.shape.as_list() for name, value in empty.items()}
+try:
+    serve(image_bytes=tf.constant([open(requests["tiff"], "rb").read()]))
+except tf.errors.InvalidArgumentError as e:
+    result["tiff_error"] = e.message
+try:
+    serve_pixels(pixels=tf.zeros([5], tf.uint8))
+except tf.errors.InvalidArgumentError as e:
+    result["rank_error"] = e.message
+result["other_modules"] = sorted({m.split(".")[0] for m in sys.modules} & {
+    "trainer", "tfrecords_tool", "tensorflow_io"})
+print(json.dumps(result))
+"""
+
+# The --tiff_in_graph export, as a client with tensorflow-io's op library loads it.
+SERVE_TIFF = r"""
 import json, os, sys
 import tensorflow as tf
 import tensorflow_io
@@ -25,17 +55,11 @@ tf.load_op_library(os.path.join(os.path.dirname(tensorflow_io.__file__), "python
                                 "libtensorflow_io.so"))
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = serve(image_bytes=tf.constant([open(p, "rb").read() for p in sys.argv[3:]]))
-result = {"probabilities": out["probabilities"].numpy().tolist(),
-          "class_id": out["class_id"].numpy().tolist(),
-          "class_name": [s.decode() for s in out["class_name"].numpy()]}
-empty = serve(image_bytes=tf.constant([], tf.string))
-result["empty_shapes"] = {name: value.shape.as_list() for name, value in empty.items()}
+result = {"probabilities": out["probabilities"].numpy().tolist()}
 try:
     serve(image_bytes=tf.constant([open(sys.argv[2], "rb").read()]))
 except tf.errors.InvalidArgumentError as e:
     result["damaged_error"] = e.message
-result["repo_modules"] = [m for m in sys.modules
-                          if m.split(".")[0] in ("trainer", "tfrecords_tool")]
 print(json.dumps(result))
 """
 
@@ -91,44 +115,77 @@ def test_predict_matches_model_and_survives_bad_pages(trained_run, model, tmp_pa
 @pytest.fixture(scope="module")
 def export_dir(trained_run):  # noqa: F811
     result = check(run_module("trainer.export", f"--model_dir={trained_run.model_dir}"))
-    assert "exported" in result.stdout
+    assert "core TensorFlow ops only" in result.stdout
     return trained_run.model_dir / "export" / "1"
 
 
-def _pages_in_every_encoding(directory):
-    """One page as a TIFF in each of the sample's encodings, and as PNG (full size and S x S)."""
+def _page(directory):
+    """A generated page as a TIFF, and what load_page makes of it."""
     pixels = sample.render_page(6, np.random.default_rng(7), max_side=400)
-    tiffs = []
-    for encoding in sample.ALL_ENCODINGS:
-        tiffs.append(directory / f"{encoding}.tif")
-        sample.write_tiff(tiffs[-1], pixels, encoding)
-    pngs = {directory / "page.png": pixels,
-            directory / "page-small.png": load_page(str(tiffs[0]), IMAGE_SIZE)}
-    for path, image in pngs.items():
-        Image.fromarray(image).save(path)
-    return tiffs, list(pngs)
+    tiff = directory / "page.tif"
+    sample.write_tiff(tiff, pixels, sample.ALL_ENCODINGS[0])
+    return tiff, pixels
 
 
-def test_export_in_fresh_process_agrees_with_predict(model, export_dir, tmp_path):
-    tiffs, pngs = _pages_in_every_encoding(tmp_path)
-    damaged = _damaged(tmp_path, tiffs[0])
+def test_default_export_serves_in_plain_tensorflow(model, export_dir, tmp_path):
+    """PNG, BMP, GIF and JPEG bytes and raw pixels of one page, in a process with TensorFlow only:
+    the lossless ones give what trainer.predict gives for the TIFF."""
+    tiff, pixels = _page(tmp_path)
+    small = load_page(str(tiff), IMAGE_SIZE)
+    lossless = {"page.png": pixels, "page-small.png": small, "page.bmp": pixels, "page.gif": pixels}
+    for name, image in lossless.items():
+        Image.fromarray(image).convert("RGB" if name.endswith(".bmp") else "L").save(tmp_path / name)
+    Image.fromarray(pixels).save(tmp_path / "page.jpg", quality=95)
+    rgb = np.repeat(pixels[..., None], 3, axis=-1)
+    arrays = [pixels, pixels[..., None], rgb, np.stack([pixels[..., None]] * 2)]  # 1+1+1+2 pages
+    requests = {"files": [str(tmp_path / name) for name in [*lossless, "page.jpg"]],
+                "pixels": [], "tiff": str(tiff)}
+    for index, array in enumerate(arrays):
+        requests["pixels"].append(str(tmp_path / f"pixels{index}.npy"))
+        np.save(requests["pixels"][-1], array)
+    (tmp_path / "requests.json").write_text(json.dumps(requests))
     script = tmp_path / "serve.py"
     script.write_text(SERVE)
-    result = check(run_python(script, export_dir, damaged, *tiffs, *pngs, cwd=tmp_path))
+    result = check(run_python(script, export_dir, tmp_path / "requests.json", cwd=tmp_path))
     served = json.loads(result.stdout.strip().splitlines()[-1])
-    assert served["repo_modules"] == []
+    assert served["other_modules"] == []
 
-    # both PNGs show the first TIFF's page (lossless): same input as load_page(tiffs[0])
-    expected = _expected(model, tiffs + [tiffs[0], tiffs[0]])
+    num_lossless, num_pixel_pages = len(lossless), 5
     probs = np.array(served["probabilities"])
-    for name, got, want in zip([p.name for p in tiffs + pngs], probs, expected):
-        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
-    np.testing.assert_array_equal(served["class_id"], expected.argmax(axis=1))
+    assert probs.shape == (num_lossless + 1 + num_pixel_pages, len(RVL_CDIP_CLASSES))
+    expected = _expected(model, [tiff])[0]
+    jpeg = num_lossless
+    for index in [*range(num_lossless), *range(jpeg + 1, len(probs))]:
+        np.testing.assert_allclose(probs[index], expected, atol=1e-4, err_msg=f"request {index}")
+    np.testing.assert_allclose(probs[jpeg].sum(), 1.0, atol=1e-5)
+    assert served["class_id"][0] == expected.argmax()
     assert served["class_name"] == [RVL_CDIP_CLASSES[i] for i in served["class_id"]]
-    assert "TIFF" in served["damaged_error"]
+    assert "pixels" in served["tiff_error"] and "--tiff_in_graph" in served["tiff_error"]
+    assert "got shape" in served["rank_error"]
     num_classes = len(RVL_CDIP_CLASSES)
     assert served["empty_shapes"] == {"probabilities": [0, num_classes], "class_id": [0],
                                       "class_name": [0]}
+
+
+def test_tiff_in_graph_export_agrees_with_predict(model, trained_run, tmp_path):  # noqa: F811
+    export = tmp_path / "export-tiff" / "1"
+    result = check(run_module("trainer.export", f"--model_dir={trained_run.model_dir}",
+                              f"--export_dir={export}", "--tiff_in_graph"))
+    assert "needs tensorflow-io's op library" in result.stdout
+    pixels = sample.render_page(6, np.random.default_rng(7), max_side=400)
+    tiffs = []
+    for encoding in sample.ALL_ENCODINGS:
+        tiffs.append(tmp_path / f"{encoding}.tif")
+        sample.write_tiff(tiffs[-1], pixels, encoding)
+    damaged = _damaged(tmp_path, tiffs[0])
+    script = tmp_path / "serve_tiff.py"
+    script.write_text(SERVE_TIFF)
+    result = check(run_python(script, export, damaged, *tiffs, cwd=tmp_path))
+    served = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, got, want in zip([p.name for p in tiffs], served["probabilities"],
+                               _expected(model, tiffs)):
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=name)
+    assert "TIFF" in served["damaged_error"]
 
 
 def test_export_refuses_to_overwrite(trained_run, export_dir):  # noqa: F811
@@ -148,8 +205,10 @@ def test_serving_graph_resizes_pages_bit_for_bit_like_load_page(size):
     shapes = [page.shape, (size // 2, size + 5), (size * 3 + 7, size), (1000, 721), (3300, 2550),
               (97, size * 5 + 3)]
     for height, width in shapes:
-        tiff = io.BytesIO()
-        Image.fromarray(page).resize((width, height), Image.BILINEAR).save(tiff, format="TIFF")
-        served = decode_page(tf.constant(tiff.getvalue()), size).numpy()[..., 0]
+        resized = Image.fromarray(page).resize((width, height), Image.BILINEAR)
+        png, tiff = io.BytesIO(), io.BytesIO()
+        resized.save(png, format="PNG")
+        resized.save(tiff, format="TIFF")
+        served = decode_page(tf.constant(png.getvalue()), size).numpy()[..., 0]
         np.testing.assert_array_equal(served, load_page(tiff.getvalue(), size),
                                       err_msg=f"{height}x{width} page at {size}")

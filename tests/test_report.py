@@ -15,7 +15,7 @@ def test_comparison_of_three_runs(trained_run, model3_runs, tmp_path):  # noqa: 
     runs = tmp_path / "runs"
     shutil.copytree(model3_runs.runs_dir, runs)
     shutil.copytree(trained_run.model_dir, runs / "model2", ignore=shutil.ignore_patterns(
-        "feature_cache", "backup", "checkpoints", "*.keras"))
+        "feature_cache", "backup", "checkpoints", "*.keras", "eval-*"))  # no evaluation
     output = tmp_path / "report"
     check(run_module("trainer.report", f"--runs={runs}", f"--output={output}"))
 

@@ -37,10 +37,13 @@ def test_good_dataset_passes(dataset):
         assert problems == [] and manifest["num_records"] == {"train": 72, "val": 24}[split]
 
 
-def test_png_dataset_passes(sample_dir, tmp_path):
+@pytest.mark.parametrize("image_format", ["png", "jpeg"])
+def test_encoded_datasets_pass(sample_dir, tmp_path, image_format):
     convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    image_size=32, image_format="png", num_shards=2)
+                    image_size=32, image_format=image_format, num_shards=2)
     assert _problems(tmp_path, "labels") == []
+    manifest = json.loads((tmp_path / "labels-manifest.json").read_text())
+    assert manifest["image_format"] == image_format
 
 
 def test_flipped_bytes_name_the_shard(copy):

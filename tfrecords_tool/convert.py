@@ -206,7 +206,8 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
             image_format="raw", val_fraction=None, seed=0, split_name=None, task_index=0,
             num_tasks=1, merge_only=False, max_bad_fraction=0.1, allow_outside_paths=False,
             class_names=None, max_page_megapixels=decode.DEFAULT_MAX_PAGE_MEGAPIXELS,
-            keep_decoder_errors=False, workers=0, page_timeout=60.0):
+            keep_decoder_errors=False, workers=0, page_timeout=60.0,
+            jpeg_quality=records.DEFAULT_JPEG_QUALITY):
     """Converts this task's shards, then writes the manifest of every split that is complete.
 
     `workers` processes decode the pages (page_pool.PagePool: a crash costs one page, not the
@@ -216,6 +217,7 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
         raise ConvertError("--split names the one split; --val_fraction makes `train` and `val`")
     filesystems.register(output_dir, images_dir, labels_file)
     encoding = {"image_size": image_size, "image_format": image_format,
+                "jpeg_quality": jpeg_quality if image_format == "jpeg" else None,
                 "max_page_megapixels": float(max_page_megapixels),
                 "keep_decoder_errors": keep_decoder_errors}
     encode_page = functools.partial(encode.encode_page, **encoding)
@@ -275,7 +277,8 @@ def _convert(output_dir, images_dir, labels_file, num_shards, val_fraction, seed
             continue
         settings = {"split": name, "class_names": class_names,
                     "image_size": encoding["image_size"],
-                    "image_format": encoding["image_format"], "labels": labels_file, "seed": seed,
+                    "image_format": encoding["image_format"],
+                    "jpeg_quality": encoding["jpeg_quality"], "labels": labels_file, "seed": seed,
                     "val_fraction": val_fraction}
         path = manifest.manifest_path(output_dir, name)
         manifest.write_json(path, manifest.merge(parts, settings), writer=f"-task{task_index}")
@@ -295,7 +298,11 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_integer("image_size", 224, "Pages are resized to image_size x image_size.",
                          lower_bound=1)
-    flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored.")
+    flags.DEFINE_enum("image_format", "raw", records.IMAGE_FORMATS, "How pixels are stored: raw "
+                      "uint8 under image/raw (fastest to train from), png (lossless) or jpeg "
+                      "(smallest, lossy) under image/encoded (README: record schema).")
+    flags.DEFINE_integer("jpeg_quality", records.DEFAULT_JPEG_QUALITY, "JPEG quality of "
+                         "--image_format=jpeg.", lower_bound=1, upper_bound=100)
     flags.DEFINE_integer("workers", os.cpu_count(), "Decoding processes. A worker that dies "
                          "(a decoder crash, the OOM killer) is replaced at once; the page it "
                          "held is retried once, then skipped as `decoder crashed (signal N)`.",
@@ -341,7 +348,7 @@ def main(argv):
                 FLAGS.image_size, FLAGS.image_format, FLAGS.val_fraction, FLAGS.seed,
                 FLAGS.split, task_index, num_tasks, FLAGS.merge_only, FLAGS.max_bad_fraction,
                 FLAGS.allow_outside_paths, FLAGS.class_names, FLAGS.max_page_megapixels,
-                FLAGS.keep_decoder_errors, FLAGS.workers, FLAGS.page_timeout)
+                FLAGS.keep_decoder_errors, FLAGS.workers, FLAGS.page_timeout, FLAGS.jpeg_quality)
     except (ConvertError, labels.LabelFileError, page_pool.WorkersKeepDying) as e:
         sys.exit(f"convert: error: {e}")
     except tf.errors.OpError as e:

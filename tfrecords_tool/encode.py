@@ -14,12 +14,13 @@ class Converted(NamedTuple):
     errors: Tuple[str, ...] = ()  # decoder errors of a page kept with keep_decoder_errors
 
 
-def encode_page(job, image_size, image_format, max_page_megapixels, keep_decoder_errors):
+def encode_page(job, image_size, image_format, jpeg_quality, max_page_megapixels,
+                keep_decoder_errors):
     """The Converted of job (path to read, label, filename to record)."""
     path, label, filename = job
     try:
         page = decode.decode_page(path, image_size, max_page_megapixels, keep_decoder_errors)
     except decode.PageError as e:
         return Converted(None, str(e))
-    return Converted(records.make_example(page.pixels, label, filename, image_format), None,
-                     page.warnings, page.errors)
+    return Converted(records.make_example(page.pixels, label, filename, image_format,
+                                          jpeg_quality), None, page.warnings, page.errors)

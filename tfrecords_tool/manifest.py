@@ -77,6 +77,7 @@ def merge(parts, settings):
         "class_names": settings["class_names"],
         "image_size": settings["image_size"],
         "image_format": settings["image_format"],
+        "jpeg_quality": settings["jpeg_quality"],
         "shards": [{"file": part["file"], "num_records": part["num_records"]} for part in parts],
         **{key: [entry for part in parts for entry in part[key]]
            for key in ("skipped", "kept_with_decoder_errors", "decoder_warnings")},

@@ -30,11 +30,14 @@ def shard_class_counts(path, image_size, image_format, num_classes):
     counts = np.zeros(num_classes, np.int64)
     for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
         parsed = tf.io.parse_example(batch, records.FEATURES)
-        sizes = set(parsed["image/height"].numpy()) | set(parsed["image/width"].numpy())
+        sizes = set(parsed[records.HEIGHT_KEY].numpy()) | set(parsed[records.WIDTH_KEY].numpy())
         if sizes != {image_size}:
             raise ValueError(f"image sides {sorted(sizes)}, manifest says {image_size}")
-        records.decode_images(parsed["image/encoded"], image_format, image_size)
-        labels = parsed["image/class/label"].numpy()
+        formats = {value.decode() for value in parsed[records.FORMAT_KEY].numpy()}
+        if formats != {image_format}:
+            raise ValueError(f"image formats {sorted(formats)}, manifest says {image_format}")
+        records.decode_images(parsed[records.pixel_key(image_format)], image_format, image_size)
+        labels = parsed[records.LABEL_KEY].numpy()
         if labels.min() < 0 or labels.max() >= num_classes:
             raise ValueError(f"labels outside 0..{num_classes - 1}")
         counts += np.bincount(labels, minlength=num_classes)

@@ -1,6 +1,9 @@
 """tf.data trainer for the three VGG16 transfer-learning models of RVL-CDIP."""
 import os
 
+from tfrecords_tool import quiet as _quiet
+
+_quiet.configure_tool()  # before TensorFlow is imported
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from tensorflow.python.autograph.core import config as _autograph_config

@@ -14,11 +14,15 @@ directory), it measures and writes to --output (JSON), and prints as a table:
 - convert_img_s_1 / convert_img_s_all / convert_scaling: pages/s of the converter (the
   tfrecords_tool.convert.convert() that `python -m tfrecords_tool.convert` runs, in a helper
   process) with 1 worker (in-process) and with all cores (page workers forked by convert(), as
-  the CLI does; their start-up is included); interpreter start-up is excluded. convert_img_s_png: the same with --image_format=png.
-- pipeline_img_s (raw records), pipeline_img_s_png (--image_format=png) and
+  the CLI does; their start-up is included); interpreter start-up is excluded.
+  convert_img_s_png / convert_img_s_jpeg: the same with --image_format=png / jpeg (the
+  converter's default --jpeg_quality).
+- pipeline_img_s (raw records), pipeline_img_s_png, pipeline_img_s_jpeg and
   pipeline_img_s_augment: images/s that `trainer.data.image_dataset(..., training=True)`, called
   as trainer/main.py calls it, delivers in steady state (after --warmup_batches, over
-  --timed_batches), no model attached; bytes per record for raw and png.
+  --timed_batches), no model attached; bytes_per_record_{raw,png,jpeg}.
+- jpeg_drift: per --jpeg_qualities, bytes per page and the pixel error against the converter's
+  pixels (the raw records) after tf.io.decode_jpeg, and the decode time per page.
 - augment_cpu_img_s: the `strong` augmentation layer itself on this CPU (what augmenting on the
   host would cost; the trainer runs it inside the model, on the accelerator).
 - cached_epoch_speedup: model1 (weights none) epoch time over image records (VGG16 forward every
@@ -48,8 +52,6 @@ import tempfile
 import time
 import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -60,6 +62,8 @@ from trainer import distribute
 
 FLAGS = flags.FLAGS
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+ENCODED_FORMATS = ("png", "jpeg")
 
 # Targets of the throughput issue (checked and reported, never asserted).
 TARGET_CONVERT_SCALING = 1.7        # convert_img_s_all / convert_img_s_1 on 2 cores
@@ -122,8 +126,9 @@ def define_flags():
                        "run while the fastest --workers run got under 90% of its cores (other "
                        "processes held them) and these seconds, counted from the first "
                        "conversion, are not spent.", lower_bound=0)
-    flags.DEFINE_integer("png_timed_batches", 20, "Batches timed per png pipeline measurement "
-                         "(PNG decodes ~10x slower than raw).", lower_bound=1)
+    flags.DEFINE_integer("png_timed_batches", 20, "Batches timed per png and jpeg pipeline "
+                         "measurement (they decode ~10x slower than raw).", lower_bound=1)
+    flags.DEFINE_list("jpeg_qualities", ["75", "85", "90", "95"], "JPEG qualities of jpeg_drift.")
     flags.DEFINE_integer("repeats", 3, "Measurements of each throughput; the best is reported.",
                          lower_bound=1)
     flags.DEFINE_enum("augment_level", "strong", ["light", "strong"],
@@ -368,6 +373,7 @@ class Converter:
                 "skipped": len(manifest["skipped"]), "shards": len(manifest["shards"]),
                 "seconds": seconds, "img_s": pages / seconds, "workers": workers,
                 "image_size": image_size, "image_format": image_format,
+                "jpeg_quality": manifest["jpeg_quality"],
                 # CPU time of the converter and its workers: how many cores it actually got
                 "cpu_s": cpu_s, "cores_used": cpu_s / seconds if cpu_s else None,
                 "img_per_cpu_s": pages / cpu_s if cpu_s else None}
@@ -433,6 +439,32 @@ def pipeline(files, image_size, image_format, batch_size, shuffle_buffer, seed, 
             "dtype": images.dtype.name, "files": len(files)}
 
 
+def jpeg_drift(raw_files, image_size, qualities, pages, repeats):
+    """Per JPEG quality: bytes per page, pixel error to the converter's pixels after
+    tf.io.decode_jpeg (mean, max, 99th percentile), and decode milliseconds per page."""
+    from tfrecords_tool import records
+
+    batch = next(iter(tf.data.TFRecordDataset(raw_files).batch(pages)))
+    parsed = tf.io.parse_example(batch, records.FEATURES)
+    originals = records.decode_images(parsed[records.RAW_KEY], "raw", image_size).numpy()[..., 0]
+    out = {"pages": len(originals)}
+    for quality in map(int, qualities):
+        encoded = [records.encode_pixels(page, "jpeg", quality) for page in originals]
+        decoded = [tf.io.decode_jpeg(data, channels=1).numpy()[..., 0] for data in encoded]
+        error = np.abs(np.stack(decoded).astype(np.int16) - originals)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for data in encoded:
+                tf.io.decode_jpeg(data, channels=1)
+            times.append(time.perf_counter() - start)
+        out[str(quality)] = {"bytes": float(np.mean([len(data) for data in encoded])),
+                             "mean_abs_error": float(error.mean()), "max_abs_error": int(error.max()),
+                             "p99_abs_error": float(np.percentile(error, 99)),
+                             "decode_ms": 1000 * min(times) / len(encoded)}
+    return out
+
+
 def augment_cpu(files, image_size, image_format, level, batch_size, batches, repeats, seed):
     """Images/s of the augmentation layer itself on this machine's CPU (training=True)."""
     from trainer import augment, data
@@ -442,7 +474,11 @@ def augment_cpu(files, image_size, image_format, level, batch_size, batches, rep
     if images.shape[0] < batch_size:  # fewer records than one batch: repeat them
         images = tf.tile(images, [math.ceil(batch_size / images.shape[0]), 1, 1, 1])[:batch_size]
     layer = augment.augmentation(level, seed)
-    apply = tf.function(lambda x: layer(x, training=True))
+
+    @tf.function  # a def, not a lambda: AutoGraph cannot find a lambda's source among several
+    def apply(x):
+        return layer(x, training=True)
+
     apply(images).numpy()  # trace and warm up
     samples = []
     for _ in range(repeats):
@@ -631,7 +667,8 @@ def run(settings, work, strategy):
     log("converter: starting the helper process", stage="convert_start")
     workers = settings["workers"]
     converter = Converter(workers, os.path.join(work, "converter.log"))
-    raw_dir, png_dir = os.path.join(work, "raw-all"), os.path.join(work, "png")
+    raw_dir = os.path.join(work, "raw-all")
+    encoded_dirs = {name: os.path.join(work, name) for name in ENCODED_FORMATS}
     cache_labels = os.path.join(work, "cache-labels.txt")
     cache_data = os.path.join(work, "cache-data")
     try:
@@ -649,8 +686,11 @@ def run(settings, work, strategy):
             got = best_conversion(runs["all"])["cores_used"]
             if got is None or got >= 0.9 * workers or time.perf_counter() > deadline:
                 break
-        log("converter: --image_format=png", stage="convert_png")
-        png = converter.run(info["labels_txt"], info["images_dir"], png_dir, workers, size, "png")
+        encoded = {}
+        for name, directory in encoded_dirs.items():
+            log(f"converter: --image_format={name}", stage=f"convert_{name}")
+            encoded[name] = converter.run(info["labels_txt"], info["images_dir"], directory,
+                                          workers, size, name)
         log("converter: records for the cached-epoch measurement", stage="convert_cache")
         _subset_labels(info["labels_txt"], cache_labels, settings["cache_records"])
         cache_conversion = converter.run(cache_labels, info["images_dir"], cache_data, workers,
@@ -658,19 +698,23 @@ def run(settings, work, strategy):
     finally:
         converter.close()
     one, full = best_conversion(runs["1"]), best_conversion(runs["all"])
-    result["convert"] = {"workers_1": runs["1"], "workers_all": runs["all"], "png": png,
+    result["convert"] = {"workers_1": runs["1"], "workers_all": runs["all"], **encoded,
                          "cache_records": cache_conversion}
     result["convert_img_s_1"] = one["img_s"]
     result["convert_img_s_all"] = full["img_s"]
     result["convert_scaling"] = full["img_s"] / one["img_s"]
     result["convert_vs_seed"] = full["img_s"] / seed["img_s"]
-    result["convert_img_s_png"] = png["img_s"]
+    for name, conversion in encoded.items():
+        result[f"convert_img_s_{name}"] = conversion["img_s"]
     result["convert_cores_used"] = {"1": one["cores_used"], "all": full["cores_used"]}
 
     from trainer import data
-    raw_files, png_files = data.shard_files(raw_dir, "train"), data.shard_files(png_dir, "train")
+    raw_files = data.shard_files(raw_dir, "train")
+    encoded_files = {name: data.shard_files(directory, "train")
+                     for name, directory in encoded_dirs.items()}
     result["bytes_per_record_raw"] = _record_bytes(raw_files, full["records"])
-    result["bytes_per_record_png"] = _record_bytes(png_files, png["records"])
+    for name, files in encoded_files.items():
+        result[f"bytes_per_record_{name}"] = _record_bytes(files, encoded[name]["records"])
 
     copies = settings["record_copies"]
     common = dict(batch_size=settings["batch_size"], shuffle_buffer=settings["shuffle_buffer"],
@@ -679,15 +723,19 @@ def run(settings, work, strategy):
     log("pipeline: raw records", stage="pipeline_raw")
     raw_copies = replicate_shards(raw_files, os.path.join(work, "pipeline-raw"), copies)
     result["pipeline"] = {"raw": pipeline(raw_copies, size, "raw", **common)}
-    log("pipeline: png records", stage="pipeline_png")
-    png_copies = replicate_shards(png_files, os.path.join(work, "pipeline-png"), copies)
-    result["pipeline"]["png"] = pipeline(png_copies, size, "png",
-                                         **dict(common, timed=settings["png_timed_batches"]))
+    for name, files in encoded_files.items():
+        log(f"pipeline: {name} records", stage=f"pipeline_{name}")
+        copied = replicate_shards(files, os.path.join(work, f"pipeline-{name}"), copies)
+        result["pipeline"][name] = pipeline(copied, size, name,
+                                            **dict(common, timed=settings["png_timed_batches"]))
+        result[f"pipeline_img_s_{name}"] = result["pipeline"][name]["img_s"]
+    log("jpeg: size and pixel error by quality", stage="jpeg_drift")
+    result["jpeg_drift"] = jpeg_drift(raw_files, size, settings["jpeg_qualities"],
+                                      settings["stage_pages"], repeats)
     log("pipeline: as built with --augment (the same function)", stage="pipeline_augment")
     result["pipeline"]["augment"] = pipeline(raw_copies, size, "raw", **common)
     result["pipeline"]["augment"]["note"] = NOTES["pipeline_img_s_augment"]
     result["pipeline_img_s"] = result["pipeline"]["raw"]["img_s"]
-    result["pipeline_img_s_png"] = result["pipeline"]["png"]["img_s"]
     result["pipeline_img_s_augment"] = result["pipeline"]["augment"]["img_s"]
     result["pipeline_img_s_per_core"] = result["pipeline_img_s"] / cores
     result["pipeline_vs_seed"] = result["pipeline_img_s"] / seed["img_s"]
@@ -760,13 +808,17 @@ def table(result):
          f"{_cores(result['convert_cores_used']['all'])}"),
         ("convert_scaling", result["convert_scaling"], ""),
         ("convert_img_s_png", result["convert_img_s_png"], "converter, png"),
+        ("convert_img_s_jpeg", result["convert_img_s_jpeg"], "converter, jpeg"),
         ("pipeline_img_s", result["pipeline_img_s"], "tf.data, raw records"),
         ("pipeline_img_s_png", result["pipeline_img_s_png"], "tf.data, png records"),
+        ("pipeline_img_s_jpeg", result["pipeline_img_s_jpeg"], "tf.data, jpeg records"),
         ("pipeline_img_s_augment", result["pipeline_img_s_augment"], "same pipeline (--augment)"),
         ("pipeline_vs_seed", result["pipeline_vs_seed"], ""),
         ("augment_cpu_img_s", result["augment_cpu_img_s"], "strong augmentation on this CPU"),
         ("bytes_per_record_raw", result["bytes_per_record_raw"], ""),
         ("bytes_per_record_png", result["bytes_per_record_png"], ""),
+        ("bytes_per_record_jpeg", result["bytes_per_record_jpeg"],
+         f"quality {result['convert']['jpeg']['jpeg_quality']}"),
         ("uncached_epoch_s", result["uncached_epoch_s"], ""),
         ("cached_epoch_s", result["cached_epoch_s"], ""),
         ("cached_epoch_speedup", result["cached_epoch_speedup"], ""),
@@ -795,7 +847,7 @@ def settings_from_flags():
     names = ["pages_per_class", "max_side", "seed", "image_size", "seed_batch_size", "stage_pages",
              "workers",
              "batch_size", "shuffle_buffer", "record_copies", "warmup_batches", "timed_batches",
-             "png_timed_batches", "repeats", "convert_repeats", "convert_budget_s",
+             "png_timed_batches", "jpeg_qualities", "repeats", "convert_repeats", "convert_budget_s",
              "augment_level", "augment_batch_size",
              "augment_batches", "cache_model", "cache_image_size", "cache_records",
              "cache_batch_size", "timed_epochs", "train_batch_size", "train_steps", "strategy",

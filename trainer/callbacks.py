@@ -291,20 +291,20 @@ class EpochTimer(keras.callbacks.Callback):
     steps only: steps x global batch / their time) to the epoch logs, so that history.json and
     TensorBoard (`epoch_seconds`, ...) keep them. Place it before the TensorBoard callback."""
 
-    def __init__(self, global_batch_size):
+    def __init__(self, global_batch_size, clock=time.perf_counter):
         super().__init__()
-        self._batch = global_batch_size
+        self._batch, self._clock = global_batch_size, clock
         self._start = self._train_end = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start, self._train_end = time.perf_counter(), None
+        self._start, self._train_end = self._clock(), None
 
     def on_test_begin(self, logs=None):
         if self._start is not None and self._train_end is None:  # validation within fit
-            self._train_end = time.perf_counter()
+            self._train_end = self._clock()
 
     def on_epoch_end(self, epoch, logs=None):
-        end = time.perf_counter()
+        end = self._clock()
         steps = (self.params or {}).get("steps")
         if logs is None or self._start is None:
             return

@@ -67,6 +67,15 @@ def _cluster(strategy):
     return resolver, (resolver.cluster_spec().as_dict() if resolver else {})
 
 
+def strategy_name(strategy):
+    """The tf.distribute name of `strategy` (MultiWorkerMirroredStrategy's class is named
+    CollectiveAllReduceStrategy)."""
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneDeviceStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    return type(strategy).__name__
+
+
 def num_workers(strategy):
     _, cluster = _cluster(strategy)
     return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))

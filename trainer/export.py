@@ -1,34 +1,36 @@
-"""Exports a trained model as a SavedModel for TF Serving that takes encoded pages.
+"""Exports a trained model as a SavedModel that stock TensorFlow Serving loads.
 
-    python -m trainer.export --model_dir=RUN [--export_dir=RUN/export/1]
+    python -m trainer.export --model_dir=RUN [--export_dir=RUN/export/1] [--tiff_in_graph]
 
-Signature `serving_default`: `image_bytes` (tf.string [None]: TIFF, or PNG/JPEG/GIF/BMP files)
--> `probabilities` (float32 [None, C]), `class_id` (int32 [None]), `class_name` (string [None]).
-Decoding and resizing happen in the graph, so clients need nothing from this repository.
+Two signatures, both -> `probabilities` (float32 [N, C]), `class_id` (int32 [N]), `class_name`
+(string [N]); decoding and resizing happen in the graph, so clients need nothing from this
+repository:
+- `serving_default`: `image_bytes` (tf.string [N]): PNG, JPEG, BMP or GIF files, decoded by
+  core TensorFlow (`tf.io.decode_image`). TIFF bytes fail the request with a message saying
+  how to send them (TIFF_MESSAGE).
+- `pixels`: `pixels` (uint8): one page of any size as [H, W] or [H, W, C] (C = 1, or 3 for RGB),
+  or a batch of equally sized pages [N, H, W, C]: for clients that decode TIFF themselves.
 
-TIFF is decoded by tensorflow-io's `decode_tiff` (libtiff): 8-bit grayscale (uncompressed, LZW,
-PackBits, Deflate, JPEG-in-TIFF), 1-bit CCITT Group 3/4, RGB, 16-bit, tiled, big-endian, and the
-first page of multi-page files. A file libtiff cannot read (damaged directory, unknown
-compression) fails the request with InvalidArgumentError "unable to open TIFF from memory";
-bytes that are no image at all with "Unknown image file format". The graph holds
-tensorflow-io's `IO>DecodeTiff` op: TF Serving needs tensorflow-io's op library loaded (a
-custom-op build of the model server), and Python must load it before `tf.saved_model.load`
-(`import tensorflow_io` alone does not): `tf.load_op_library(<site-packages>/tensorflow_io/
-python/ops/libtensorflow_io.so)`.
+The default graph holds core TensorFlow ops only (tests/test_predict_export.py loads it in a
+process that imports nothing but TensorFlow). `--tiff_in_graph` also decodes TIFF in
+`serving_default` with tensorflow-io's `IO>DecodeTiff` (libtiff: 8-bit, CCITT G3/G4, RGB,
+16-bit, tiled, the first page of multi-page files); such a SavedModel needs a server with
+tensorflow-io's op library (a custom build of TF Serving; in Python
+`tf.load_op_library(<site-packages>/tensorflow_io/python/ops/libtensorflow_io.so)` before
+`tf.saved_model.load`, `import tensorflow_io` alone does not register it).
 
 Pages end up exactly as `tfrecords_tool.decode.load_page` makes them for training, bit for bit:
 Pillow's `convert("L")` (ITU-R 601-2 luma in integer arithmetic), then its BILINEAR resize with
 `reducing_gap` (an `Image.reduce` box average, then a horizontal and a vertical bilinear pass),
 each step in Pillow's own fixed-point arithmetic (weights with 22 fractional bits, sums exact in
-float64). Differences remain only in what libtiff and Pillow decode differently: libtiff reduces
-16-bit samples to their high byte (load_page rounds v * 255 / 65535: at most 1 grey level
-apart), and a file whose compressed data is cut short after an intact directory, which
-load_page refuses, decodes here with its missing part blank or garbled.
+float64). With --tiff_in_graph, differences remain only in what libtiff and Pillow decode
+differently: libtiff reduces 16-bit samples to their high byte (load_page rounds v * 255 /
+65535: at most 1 grey level apart), and a file whose compressed data is cut short after an
+intact directory, which load_page refuses, decodes here with its missing part blank or garbled.
 """
 import sys
 
 import tensorflow as tf
-import tensorflow_io as tfio
 from absl import app, flags
 
 from tfrecords_tool import filesystems
@@ -39,6 +41,9 @@ flags.DEFINE_string("model_dir", None, "Training run directory (holds final.kera
 flags.DEFINE_enum("checkpoint", "final", artifacts.CHECKPOINTS, "Which saved model to export.")
 flags.DEFINE_string("export_dir", None, "SavedModel directory; default {model_dir}/export/1 "
                     "(TF Serving wants a version number as the last path component).")
+flags.DEFINE_bool("tiff_in_graph", False, "Also decode TIFF bytes in `serving_default`, with "
+                  "tensorflow-io's DecodeTiff op: the SavedModel then needs a server with "
+                  "tensorflow-io's op library loaded (stock TF Serving cannot load it).")
 
 FLAGS = flags.FLAGS
 
@@ -121,47 +126,98 @@ def _resize_like_pillow(gray, image_size):
     return tf.cast(tf.transpose(columns), tf.uint8)[..., tf.newaxis]
 
 
-def decode_page(encoded, image_size):
-    """One encoded page (scalar tf.string) -> uint8 [S, S, 1], in the graph."""
-    pixels = tf.cond(
+TIFF_MESSAGE = ("TIFF pages need tensorflow-io's decode_tiff, which stock TensorFlow does not "
+                "have: decode them on the client and send their pixels to the `pixels` signature, "
+                "or export with --tiff_in_graph for a server with tensorflow-io's op library")
+
+
+def _decode_core(encoded):
+    """PNG, JPEG, BMP or GIF bytes -> uint8 [H, W, C] with core TensorFlow ops only."""
+    refuse_tiff = tf.debugging.Assert(tf.logical_not(_is_tiff(encoded)), [TIFF_MESSAGE])
+    with tf.control_dependencies([refuse_tiff]):
+        return tf.io.decode_image(encoded, channels=0, expand_animations=False)
+
+
+def _decode_with_tiff(encoded):
+    """As `_decode_core`, and TIFF through tensorflow-io (an op stock TF Serving cannot load)."""
+    import tensorflow_io as tfio  # pylint: disable=import-outside-toplevel
+
+    return tf.cond(
         _is_tiff(encoded),
         lambda: tfio.experimental.image.decode_tiff(encoded),  # RGBA [H, W, 4]
         lambda: tf.io.decode_image(encoded, channels=0, expand_animations=False))
+
+
+def resize_page(pixels, image_size):
+    """uint8 [H, W, C] (C = 1, 3 or 4) -> [S, S, 1] as the converter makes it."""
     return _resize_like_pillow(_to_gray(pixels), image_size)
 
 
-class ServingModule(tf.Module):
-    """Holds the Keras model and the class names; `serve` is the serving signature."""
+def decode_page(encoded, image_size, tiff=False):
+    """One encoded page (scalar tf.string) -> uint8 [S, S, 1], in the graph."""
+    pixels = _decode_with_tiff(encoded) if tiff else _decode_core(encoded)
+    return resize_page(pixels, image_size)
 
-    def __init__(self, model, class_names):
+
+def _page_batch(pixels):
+    """uint8 [H, W] or [H, W, C] (one page) or [B, H, W, C] -> [B, H, W, C]."""
+    rank = tf.rank(pixels)
+    check = tf.debugging.Assert((rank >= 2) & (rank <= 4), [
+        "pixels must be [height, width], [height, width, channels] or [batch, height, width, "
+        "channels]; got shape", tf.shape(pixels)])
+    with tf.control_dependencies([check]):
+        shape = tf.concat([tf.ones([tf.cast(rank < 4, tf.int32)], tf.int32), tf.shape(pixels),
+                           tf.ones([tf.cast(rank == 2, tf.int32)], tf.int32)], axis=0)
+    batch = tf.reshape(pixels, shape)
+    batch.set_shape([None, None, None, None])
+    return batch
+
+
+class ServingModule(tf.Module):
+    """Holds the Keras model and the class names; `serve` and `serve_pixels` are the signatures."""
+
+    def __init__(self, model, class_names, tiff=False):
         super().__init__()
         self.model = model
         self.class_names = tf.constant(class_names)
         self.image_size = model.input_shape[1]
+        self.tiff = tiff
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
-    def serve(self, image_bytes):
-        size = self.image_size
-        images = tf.map_fn(lambda s: decode_page(s, size), image_bytes,
-                           fn_output_signature=tf.TensorSpec([size, size, 1], tf.uint8))
+    def _classify(self, images):
         # An empty request gets empty answers (VGG16's convolutions fail on an empty batch).
         probabilities = tf.cond(
-            tf.size(image_bytes) > 0,
+            tf.shape(images)[0] > 0,
             lambda: tf.cast(self.model(images, training=False), tf.float32),
             lambda: tf.zeros([0, self.model.output_shape[-1]], tf.float32))
         class_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"probabilities": probabilities, "class_id": class_id,
                 "class_name": tf.gather(self.class_names, class_id)}
 
+    def _map_pages(self, function, elements):
+        size = self.image_size
+        return tf.map_fn(function, elements,
+                         fn_output_signature=tf.TensorSpec([size, size, 1], tf.uint8))
 
-def export(model_dir, checkpoint, export_dir):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(self, image_bytes):
+        return self._classify(self._map_pages(
+            lambda s: decode_page(s, self.image_size, self.tiff), image_bytes))
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="pixels")])
+    def serve_pixels(self, pixels):
+        return self._classify(self._map_pages(
+            lambda page: resize_page(page, self.image_size), _page_batch(pixels)))
+
+
+def export(model_dir, checkpoint, export_dir, tiff=False):
     """Writes the SavedModel of `{model_dir}/{checkpoint}.keras` to the new `export_dir`."""
     if tf.io.gfile.exists(export_dir):
         raise artifacts.ArtifactError(
             f"{export_dir} exists: TF Serving may be serving it; export to a new version number")
     model = artifacts.load_model(model_dir, checkpoint)
-    module = ServingModule(model, artifacts.class_names(model_dir, model.output_shape[-1]))
-    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+    module = ServingModule(model, artifacts.class_names(model_dir, model.output_shape[-1]), tiff)
+    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve,
+                                                        "pixels": module.serve_pixels})
 
 
 def main(argv):
@@ -170,13 +226,21 @@ def main(argv):
     export_dir = FLAGS.export_dir or f"{FLAGS.model_dir}/export/1"
     filesystems.register(export_dir)
     try:
-        export(FLAGS.model_dir, FLAGS.checkpoint, export_dir)
+        export(FLAGS.model_dir, FLAGS.checkpoint, export_dir, FLAGS.tiff_in_graph)
     except artifacts.ArtifactError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    formats = "TIFF (tensorflow-io), PNG, JPEG, BMP or GIF" if FLAGS.tiff_in_graph else \
+        "PNG, JPEG, BMP or GIF"
     print(f"exported {FLAGS.model_dir}/{FLAGS.checkpoint}.keras to {export_dir}\n"
-          f"  serving_default: image_bytes (TIFF/PNG file bytes) -> probabilities, class_id, "
-          f"class_name")
+          f"  serving_default: image_bytes ({formats} file bytes) -> probabilities, class_id, "
+          f"class_name\n"
+          f"  pixels: pixels (uint8 [H, W], [H, W, 1|3] or [N, H, W, C]) -> the same")
+    if FLAGS.tiff_in_graph:
+        print("  needs tensorflow-io's op library on the server (IO>DecodeTiff): stock TF Serving "
+              "cannot load this export")
+    else:
+        print("  core TensorFlow ops only: stock TF Serving loads it")
 
 
 if __name__ == "__main__":

@@ -193,7 +193,7 @@ def train(strategy):
         # backed-up ones, so that a rerun with another --learning_rate (e.g. after a NaN) uses it.
         keras.callbacks.LambdaCallback(on_train_begin=lambda logs: _apply_learning_rates(fitted)),
         callbacks.LearningRateLogger(log_dir, FLAGS.log_every_steps, chief),
-        callbacks.EpochTimer(FLAGS.batch_size),
+        callbacks.EpochTimer(FLAGS.batch_size),  # before TensorBoard: it logs what this adds
         tensorboard,
         # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
         # run keeps the curves of the epochs it finished.
@@ -213,9 +213,9 @@ def train(strategy):
     middle += stopping
 
     logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
-                 "replicas, policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
+                 "replicas (%s), policy %s); TensorBoard: tensorboard --logdir %s", FLAGS.model,
                  manifest["num_records"], steps, FLAGS.epochs, FLAGS.batch_size, replicas,
-                 keras.mixed_precision.global_policy().name, log_dir)
+                 distribute.strategy_name(strategy), keras.mixed_precision.global_policy().name, log_dir)
     fitted.fit(train_ds, epochs=FLAGS.epochs, steps_per_epoch=steps, validation_data=val_ds,
                class_weight=weights, callbacks=first + middle + last, verbose=2)
     checkpointing.save_final_model(model, final_path, chief)
