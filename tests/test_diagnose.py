@@ -24,7 +24,7 @@ def test_reference_recipe_is_stuck_at_chance_because_fine_tuning_is_too_fast(mod
     stuck = next(f for f in reference["diagnoses"] if f["code"] == "stuck_at_chance")
     assert stuck["evidence"]["cause"] == "backbone_too_fast"
     assert stuck["flag"] == "--backbone_learning_rate"
-    assert max(stuck["evidence"]["val_accuracy"]) <= T["chance_factor"] / 16
+    assert max(stuck["evidence"]["val_accuracy"][-T["chance_epochs"]:]) <= T["chance_factor"] / 16
     too_fast = next(f for f in reference["diagnoses"] if f["code"] == "backbone_too_fast")
     assert too_fast["evidence"]["median_update_ratio"] > T["backbone_update_ratio"]
     assert too_fast["evidence"]["fastest_layer"].startswith("vgg16/")
@@ -40,13 +40,14 @@ def _history(val_accuracies, loss=2.0, val_loss=2.0):
             for i, a in enumerate(val_accuracies)}
 
 
-def test_stuck_at_chance_needs_k_epochs_within_the_limit():
+def test_stuck_at_chance_needs_the_last_k_epochs_within_the_limit():
     limit = T["chance_factor"] / 16
     k = T["chance_epochs"]
     assert _codes(diagnose.diagnose(_history([limit * 0.99] * k), {}, 16)) == ["stuck_at_chance"]
-    found = diagnose.diagnose(_history([limit * 0.99] * k + [0.5]), {}, 16)[0]
-    assert found["evidence"]["epochs_at_chance"] == k and "left chance at epoch" in found["message"]
+    found = diagnose.diagnose(_history([0.5] + [limit * 0.99] * k), {}, 16)[0]  # fell back
+    assert found["evidence"]["last_epochs"] == k and "its best was 50.0% at epoch 1" in found["message"]
     assert found["flag"] == "--learning_rate"  # no fine-tuning evidence: not the backbone rate
+    assert diagnose.diagnose(_history([limit * 0.99] * k + [0.5]), {}, 16) == []  # learns now
     assert diagnose.diagnose(_history([limit * 0.99] * (k - 1)), {}, 16) == []
     assert diagnose.diagnose(_history([limit * 0.99] * (k - 1) + [limit * 1.01]), {}, 16) == []
 

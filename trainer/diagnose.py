@@ -12,7 +12,7 @@ import numpy as np
 from trainer import callbacks, models
 
 THRESHOLDS = {
-    # stuck_at_chance: val accuracy <= chance_factor x chance in each of the first chance_epochs.
+    # stuck_at_chance: val accuracy <= chance_factor x chance in each of the last chance_epochs.
     "chance_factor": 1.5,
     "chance_epochs": 3,
     # backbone_too_fast: median over logged epochs of the largest fine-tuned layer's per-step
@@ -77,22 +77,20 @@ def backbone_too_fast(stats, t):
 
 
 def stuck_at_chance(epochs, num_classes, t, cause=None):
+    """Validation accuracy within `chance_factor` x chance in each of the last `chance_epochs`
+    epochs: a run that starts slowly and then learns is not stuck; one that rose a little above
+    chance once and fell back is."""
     accuracies = [(e, logs["val_accuracy"]) for e, logs in epochs if "val_accuracy" in logs]
     k = t["chance_epochs"]
     if len(accuracies) < k:
         return None
     chance = 1.0 / num_classes
     limit = t["chance_factor"] * chance
-    stuck = 0
-    for _, accuracy in accuracies:
-        if accuracy > limit:
-            break
-        stuck += 1
-    if stuck < k:
+    last = accuracies[-k:]
+    if max(a for _, a in last) > limit:
         return None
-    values = ", ".join(f"{a:.1%}" for _, a in accuracies[:stuck])
-    left = (f"; it left chance at epoch {accuracies[stuck][0]} ({accuracies[stuck][1]:.1%})"
-            if stuck < len(accuracies) else "; it never left it")
+    values = ", ".join(f"{a:.1%}" for _, a in last)
+    best_epoch, best = max(accuracies, key=lambda ea: ea[1])
     if cause:
         why = (" Likely cause: the fine-tuned layers change too fast "
                f"({cause['evidence']['median_update_ratio']:.1e} of their norm per step, threshold "
@@ -102,10 +100,10 @@ def stuck_at_chance(epochs, num_classes, t, cause=None):
         why, flag = " Lower --learning_rate, or check the labels and the data.", "--learning_rate"
     return _finding(
         "stuck_at_chance",
-        f"Stuck at chance: validation accuracy stayed within {t['chance_factor']}x chance "
-        f"({chance:.1%} for {num_classes} classes, limit {limit:.1%}) for the first {stuck} "
-        f"epochs ({values}){left}.{why}",
-        flag, epochs_at_chance=stuck, chance=chance, limit=limit,
+        f"Stuck at chance: over the last {k} epochs ({values}) validation accuracy stayed within "
+        f"{t['chance_factor']}x chance ({chance:.1%} for {num_classes} classes, limit "
+        f"{limit:.1%}); its best was {best:.1%} at epoch {best_epoch}.{why}",
+        flag, last_epochs=k, chance=chance, limit=limit,
         val_accuracy=[a for _, a in accuracies], cause=cause["code"] if cause else None)
 
 
