@@ -101,7 +101,7 @@ def plan_splits(pages, val_fraction, seed, split_name):
 
 
 def plan_shards(splits, num_shards, seed, encoding):
-    """All shards of all splits, in split then shard order; `encoding`: encode.encode_page's settings."""
+    """All shards of all splits, in split then shard order (`encoding`: encode_page's settings)."""
     shards = []
     for split_name, pages in splits.items():
         count = num_shards or split.default_num_shards(len(pages))
@@ -237,6 +237,7 @@ def convert(output_dir, images_dir, labels_file=None, num_shards=None, image_siz
 def _convert(output_dir, images_dir, labels_file, num_shards, val_fraction, seed, split_name,
              task_index, num_tasks, merge_only, max_bad_fraction, allow_outside_paths,
              class_names, encoding, encode_page, pool):
+    """convert() once its page pool runs (the pool is started before any file is read)."""
     pages, class_names = read_pages(labels_file, images_dir, class_names, allow_outside_paths)
     if split_name is None:
         source = labels_file or images_dir.rstrip("/")

@@ -234,8 +234,8 @@ def _check(layout, size, max_megapixels):
         raise PageError(f"page is {megapixels:.0f} megapixels, above "
                         f"--max_page_megapixels={max_megapixels:g}")
     if layout.data_ends and max(layout.data_ends) > size:
-        raise PageError(f"truncated {'tile' if layout.tiled else 'strip'} data (the file has {size} bytes, its image data "
-                        f"runs to byte {max(layout.data_ends)})")
+        raise PageError(f"truncated {'tile' if layout.tiled else 'strip'} data (the file has "
+                        f"{size} bytes, its image data runs to byte {max(layout.data_ends)})")
 
 
 def _pillow_reads(layout):
@@ -252,7 +252,8 @@ def _pillow_gray(image):
 
 def _tifffile_samples(data, layout):
     if layout.compression not in tifffile.TIFF.DECOMPRESSORS:
-        raise PageError(f"unsupported compression {_name(tifffile.COMPRESSION, layout.compression)}")
+        raise PageError("unsupported compression "
+                        f"{_name(tifffile.COMPRESSION, layout.compression)}")
     with tifffile.TiffFile(io.BytesIO(data)) as tiff:
         page = tiff.pages[0]
         samples = page.asarray()
@@ -289,21 +290,22 @@ def samples_to_gray(samples, layout, colormap=None, value_range=None, band_rows=
     """
     if samples.ndim == 2:
         samples = samples[..., None]
-    return np.concatenate([_band_to_gray(samples[row:row + band_rows], layout, colormap,
-                                         value_range)
-                           for row in range(0, samples.shape[0], band_rows)])
-
-
-def _band_to_gray(samples, layout, colormap, value_range):
-    photometric, colour = layout.photometric, {
-        _MINISWHITE: 1, _MINISBLACK: 1, _RGB: 3, _PALETTE: 1, _SEPARATED: 4, _YCBCR: 3,
-        _CIELAB: 3}.get(layout.photometric)
+    photometric = layout.photometric
+    colour = {_MINISWHITE: 1, _MINISBLACK: 1, _RGB: 3, _PALETTE: 1, _SEPARATED: 4, _YCBCR: 3,
+              _CIELAB: 3}.get(photometric)  # colour samples before any alpha
     if colour is None or (photometric == _SEPARATED and (layout.ink_set != 1
                                                          or samples.shape[-1] < 4)):
         raise PageError("unsupported photometric interpretation "
                         f"{_name(tifffile.PHOTOMETRIC, photometric)}")
     if len(set(layout.bits)) != 1:
         raise PageError(f"unsupported mixed bits per sample {layout.bits}")
+    return np.concatenate([_band_to_gray(samples[row:row + band_rows], layout, colour, colormap,
+                                         value_range)
+                           for row in range(0, samples.shape[0], band_rows)])
+
+
+def _band_to_gray(samples, layout, colour, colormap, value_range):
+    photometric = layout.photometric
     if photometric == _PALETTE:
         rgb = colormap[:, samples[..., 0]].transpose(1, 2, 0).astype(np.float32) / 65535
         gray = rgb @ _LUMA

@@ -134,8 +134,7 @@ class PagePool:
             # Stopped early (an error, the caller gave up): answers still under way belong to
             # no one, so their workers are replaced.
             for worker in [worker for worker in self._workers if worker.held]:
-                worker.held.clear()
-                self._replace(worker, collections.deque(), {}, set(), None, retry=False)
+                self._restart(worker)
 
     def _imap(self, jobs):
         todo = collections.deque(enumerate(jobs))
@@ -214,6 +213,10 @@ class PagePool:
             else:
                 done[index] = (None, reason)
         todo.extendleft(reversed(worker.held))
+        self._restart(worker)
+
+    def _restart(self, worker):
+        """Kills `worker` (what it held is dropped) and starts a replacement in its place."""
         worker.held.clear()
         worker.stop(kill=True)
         if self._replacements is None:
