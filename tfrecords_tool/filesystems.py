@@ -54,10 +54,11 @@ def _status(exit_request):
     return 1
 
 
-def run(main):
-    """`absl.app.run(main)`; after s3:// use, the process exits with main's status right away."""
+def run(main, **run_args):
+    """`absl.app.run(main, **run_args)`; after s3:// use, the process exits with main's status
+    right away."""
     try:
-        app.run(main)  # always ends in SystemExit, or in main's exception
+        app.run(main, **run_args)  # always ends in SystemExit, or in main's exception
     except SystemExit as e:
         if not _s3_used:
             raise
