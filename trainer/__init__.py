@@ -1,4 +1,10 @@
-"""tf.data trainer for the three VGG16 transfer-learning models of RVL-CDIP."""
+"""tf.data trainer for the three VGG16 transfer-learning models of RVL-CDIP.
+
+Library (settings in, results out; no flags): `train(TrainConfig(...))` in trainer.training,
+`evaluate` in trainer.evaluation, `predict` in trainer.prediction, `export` in trainer.serving,
+`report` in trainer.reporting. Tools (`python -m trainer.X`, flags -> settings -> the library):
+main, evaluate, predict, export, report, bench.
+"""
 import os
 
 from tfrecords_tool import quiet as _quiet
@@ -15,3 +21,6 @@ if not any(getattr(rule, "_prefix", None) == "tf_keras"
            for rule in _autograph_config.CONVERSION_RULES):
     _autograph_config.CONVERSION_RULES = ((_autograph_config.DoNotConvert("tf_keras"),)
                                           + tuple(_autograph_config.CONVERSION_RULES))
+
+
+from trainer.training import TrainConfig, TrainResult, train  # noqa: E402

@@ -7,13 +7,16 @@
     {model_dir}/history.json       the logs of every finished epoch, keyed by epoch index
     {model_dir}/run.json           model, flags, parameter counts, precision, replicas
 """
+import dataclasses
 import json
 
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from tfrecords_tool import errors
 from tfrecords_tool import filesystems
+from tfrecords_tool.cli import setting
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from trainer import models, schedule  # noqa: F401  (register the custom classes for load_model)
 
@@ -21,12 +24,26 @@ CHECKPOINTS = ("final", "best")
 RUN_JSON = "run.json"
 
 
-class ArtifactError(Exception):
+class ArtifactError(errors.ToolError):
     """The model dir does not hold what was asked for."""
+
+
+@dataclasses.dataclass
+class ModelChoice:
+    """Which trained model a tool uses: the settings evaluate, predict and export share."""
+    model_dir: str = setting(None, "Training run directory (holds final.keras / best.keras).")
+    checkpoint: str = setting("final", "Which saved model: final (end of training) or best "
+                              "(best val_accuracy).", choices=CHECKPOINTS)
+
+    @property
+    def model_path(self):
+        return f"{self.model_dir}/{self.checkpoint}.keras"
 
 
 def load_model(model_dir, checkpoint="final"):
     """`{model_dir}/{checkpoint}.keras`, loaded in safe mode without its optimizer."""
+    if not model_dir:
+        raise errors.UsageError("model_dir is required")
     filesystems.register(model_dir)
     if not tf.io.gfile.isdir(model_dir):
         raise ArtifactError(f"model dir {model_dir} does not exist")

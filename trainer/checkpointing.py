@@ -19,13 +19,17 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from tfrecords_tool import errors
 
-class Preempted(Exception):
+
+class Preempted(errors.ToolError):
     """SIGTERM arrived; the training state has been backed up."""
+    exit_code = errors.PREEMPTED
 
 
-class NonFiniteLoss(Exception):
+class NonFiniteLoss(errors.ToolError):
     """The training loss became NaN or infinite."""
+    exit_code = errors.NON_FINITE_LOSS
 
 
 class StateBackup(keras.callbacks.Callback):

@@ -6,12 +6,13 @@ preprocessing happen inside the model, on the accelerator.
 """
 import tensorflow as tf
 
+from tfrecords_tool import errors
 from tfrecords_tool import filesystems
 from tfrecords_tool.manifest import manifest_path, read_json
 from tfrecords_tool.records import parse_batch
 
 
-class DataError(ValueError):
+class DataError(errors.ToolError):
     """The data directory does not hold what the trainer needs."""
 
 

@@ -1,26 +1,34 @@
-"""Distribution strategy and numeric precision, chosen from flags.
+"""Distribution strategy and numeric precision, chosen from settings.
 
 `auto` picks MultiWorkerMirroredStrategy when TF_CONFIG names a cluster, MirroredStrategy when
 there are several GPUs (or `--cpu_replicas` > 1 on a CPU machine, for tests), else the default
 strategy. Precision `auto` is mixed_float16 on GPU and float32 on CPU (mixed_float16 on CPU is
 slower than float32).
 """
+import contextlib
+import dataclasses
 import json
 import os
 
 import tensorflow as tf
 import tf_keras as keras
-from absl import flags
 
-flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],
-                  "Distribution strategy.")
-flags.DEFINE_integer("cpu_replicas", 1,
-                     "On a machine without GPUs, split the CPU into this many logical devices and "
-                     "mirror over them (exercises multi-replica code paths).")
-flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-                  "Keras mixed precision policy; auto = mixed_float16 on GPU, float32 otherwise.")
+from tfrecords_tool import errors
+from tfrecords_tool.cli import setting
 
-FLAGS = flags.FLAGS
+STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class DistributionConfig:
+    """Where a model runs: the settings every tool that runs a model shares."""
+    strategy: str = setting("auto", "Distribution strategy: auto = multi_worker when TF_CONFIG "
+                            "names a cluster, mirrored over several GPUs, else one device.",
+                            choices=STRATEGIES)
+    cpu_replicas: int = setting(1, "On a machine without GPUs, split the CPU into this many "
+                                "logical devices and mirror over them (exercises multi-replica "
+                                "code paths).", lower_bound=1)
 
 
 def _cluster_spec():
@@ -33,8 +41,15 @@ def make_strategy(name="auto", cpu_replicas=1):
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+        except RuntimeError as e:  # TF already running in this process (a notebook's 2nd call)
+            if len(tf.config.list_logical_devices("CPU")) != cpu_replicas:
+                raise errors.UsageError(
+                    f"cpu_replicas={cpu_replicas}: this process already runs TensorFlow on "
+                    f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s); "
+                    "restart it to change the number") from e
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)
 
@@ -54,12 +69,22 @@ def make_strategy(name="auto", cpu_replicas=1):
     return tf.distribute.get_strategy()
 
 
-def set_precision(precision="auto"):
-    """Sets the global Keras policy; returns its name."""
+def resolve_precision(precision="auto"):
+    """The Keras policy name `precision` means on this machine."""
     if precision == "auto":
-        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
-    keras.mixed_precision.set_global_policy(precision)
+        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
     return precision
+
+
+@contextlib.contextmanager
+def precision_policy(precision):
+    """Keras builds layers under its global policy: set it for the block, then restore it."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        yield precision
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _cluster(strategy):
@@ -90,8 +115,3 @@ def is_chief(strategy):
         return True
     return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
-
-def strategy_from_flags():
-    strategy = make_strategy(FLAGS.strategy, FLAGS.cpu_replicas)
-    set_precision(FLAGS.precision)
-    return strategy

@@ -1,0 +1,362 @@
+"""Trains one of the three models on converted TFRecords: the library behind `trainer.main`.
+
+    from trainer import TrainConfig, train
+    result = train(TrainConfig(model="model2", data_dir="data", model_dir="runs/model2", epochs=3))
+    result.history["val_accuracy"]        # one value per epoch, resumed epochs included
+
+A run killed or preempted resumes from its backup when `train` is called again with the same
+model_dir; a finished run (final.keras exists) is not trained again unless `overwrite=True`.
+"""
+import dataclasses
+import json
+import re
+from typing import Dict, List, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+from absl import logging
+
+from tfrecords_tool import errors
+from tfrecords_tool import filesystems
+from tfrecords_tool.cli import setting
+from trainer import (artifacts, augment, callbacks, checkpointing, class_weights, data,
+                     distribute, feature_cache, models, schedule)
+
+MODELS_DOC = "docs/models.md"
+
+
+@dataclasses.dataclass
+class TrainConfig(distribute.DistributionConfig):
+    """Every setting of a training run; `python -m trainer.main` has one flag per field."""
+    model: str = setting("model1", f"Which architecture ({MODELS_DOC}).",
+                         choices=models.MODEL_NAMES)
+    data_dir: Optional[str] = setting(
+        None, "Directory (or gs:// / s3:// URL) with the converter's shards.")
+    model_dir: Optional[str] = setting(
+        None, "Where checkpoints, the backup and the final model go.")
+    tensorboard_dir: Optional[str] = setting(
+        None, "TensorBoard event files; default {model_dir}/logs.")
+    train_split: str = setting("train", "Split to train on.")
+    val_split: str = setting("val", "Split to validate on every epoch ('' for none).")
+    image_size: Optional[int] = setting(
+        None, "Input size; default (and must equal) the records' size.")
+    batch_size: int = setting(32, "Global batch size, divided over all replicas.", lower_bound=1)
+    epochs: int = setting(5, "Number of epochs.", lower_bound=1)
+    steps_per_epoch: Optional[int] = setting(None, "Default: one pass over the training split.")
+    precision: str = setting("auto", "Keras mixed precision policy; auto = mixed_float16 on GPU, "
+                             "float32 otherwise.", choices=distribute.PRECISIONS)
+    optimizer: str = setting("adam", "Optimizer for head and fine-tuned layers.",
+                             choices=("adam", "sgd"))
+    learning_rate: float = setting(1e-3, "Learning rate of the new head layers.")
+    backbone_learning_rate: float = setting(
+        1e-5, "Learning rate of the fine-tuned VGG16 layers (model3).")
+    lr_schedule: str = setting(
+        "constant", "constant: the rates above throughout; cosine: from them down to 0 at the "
+        "last step (epochs x steps per epoch).", choices=schedule.SCHEDULES)
+    warmup_steps: int = setting(0, "Raise the rates linearly from 0 over the first N steps.",
+                                lower_bound=0)
+    weights: str = setting(
+        "imagenet", "VGG16 weights: 'imagenet' (downloaded by Keras), 'none', or a local weights "
+        "file (vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5) for offline clusters.")
+    seed: int = setting(0, "Seed for weights init, shuffling and augmentation.")
+    deterministic: bool = setting(False, "Deterministic input order and ops (slower).")
+    shuffle_buffer: int = setting(4096, "Records in the shuffle buffer.", lower_bound=1)
+    histogram_freq: int = setting(
+        1, "Log gradient/weight histograms every N epochs (0: never).", lower_bound=0)
+    log_every_steps: int = setting(50, "Write step-level scalars every N steps.", lower_bound=1)
+    keep_epoch_checkpoints: int = setting(
+        5, "Keep the newest N checkpoints/epoch-NNN.weights.h5 (0: all).", lower_bound=0)
+    backup_every_steps: int = setting(200, "Back up the training state every N steps.",
+                                      lower_bound=1)
+    early_stopping: str = setting(
+        "none", f"val_loss: Keras EarlyStopping on val_loss with patience; reference: the "
+        f"reference notebook's rule ({MODELS_DOC}).", choices=("none", "val_loss", "reference"))
+    patience: int = setting(3, "Epochs without val_loss improvement before val_loss stopping.",
+                            lower_bound=1)
+    augment: str = setting("none", "Document augmentation on the accelerator (no flips): "
+                           "docs/models.md.", choices=augment.CHOICES)
+    log_augmented_images: int = setting(
+        0, "Write this many augmented pages to TensorBoard.", lower_bound=0)
+    class_weight: str = setting(
+        "none", "none, balanced (from the training manifest's class counts) or a JSON file of "
+        "per-class weights.")
+    feature_cache: bool = setting(
+        True, "Models 1/2 without augmentation: compute the frozen VGG16 features once and train "
+        "the head on them (exact, and much faster after the first pass).")
+    overwrite: bool = setting(False, "Train again even if {model_dir}/final.keras exists.")
+
+    @property
+    def log_dir(self):
+        return self.tensorboard_dir or f"{self.model_dir}/logs"
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a finished `train` call leaves, and where."""
+    model_dir: str
+    final_model: str                      # {model_dir}/final.keras
+    best_model: Optional[str]             # {model_dir}/best.keras (None: no val_split)
+    tensorboard_dir: str
+    history: Dict[str, List[float]]       # metric -> one value per epoch of the whole run
+    trained_now: bool                     # False: the run had already finished
+    is_chief: bool                        # this process wrote the files (multi-worker: one does)
+
+
+def train(config=None, strategy=None, **settings):
+    """Trains `config` (or `TrainConfig(**settings)`) and returns a `TrainResult`.
+
+    `strategy`: a tf.distribute strategy to train under; default made from config.strategy
+    (make it once per process: TensorFlow fixes its devices at first use). Raises
+    `errors.ToolError` subclasses: UsageError, data.DataError, checkpointing.Preempted (the
+    state is saved), checkpointing.NonFiniteLoss.
+    """
+    config = config or TrainConfig(**settings)
+    if not config.data_dir or not config.model_dir:
+        raise errors.UsageError("data_dir and model_dir are required")
+    filesystems.register(config.data_dir, config.model_dir, config.tensorboard_dir)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    strategy = strategy or distribute.make_strategy(config.strategy, config.cpu_replicas)
+    final_path = f"{config.model_dir}/final.keras"
+    if tf.io.gfile.exists(final_path) and not config.overwrite:
+        logging.info("%s exists: training already finished (overwrite to train again)", final_path)
+        return _result(config, False, distribute.is_chief(strategy))
+    with distribute.precision_policy(distribute.resolve_precision(config.precision)):
+        try:
+            _fit(config, strategy)
+        except tf.errors.DataLossError as e:
+            raise data.DataError(_data_loss_message(config, e)) from e
+    return _result(config, True, distribute.is_chief(strategy))
+
+
+def model_summary(config):
+    """(Keras summary text, total, trainable) of `config.model` at image_size (default 224)."""
+    with distribute.precision_policy(distribute.resolve_precision(config.precision)):
+        model = _build(config, config.image_size or 224, 16, total_steps=1)
+    lines = []
+    model.summary(expand_nested=False, print_fn=lines.append)
+    return "\n".join(lines), *models.parameter_counts(model)
+
+
+def _result(config, trained_now, is_chief):
+    best = f"{config.model_dir}/best.keras"
+    history = {}
+    for epoch_logs in _read_history(config.model_dir):
+        for key, value in epoch_logs.items():
+            history.setdefault(key, []).append(value)
+    return TrainResult(config.model_dir, f"{config.model_dir}/final.keras",
+                       best if tf.io.gfile.exists(best) else None, config.log_dir, history,
+                       trained_now, is_chief)
+
+
+def _read_history(model_dir):
+    path = f"{model_dir}/history.json"
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        by_epoch = json.load(f)
+    return [by_epoch[key] for key in sorted(by_epoch, key=int)]
+
+
+def _build(config, image_size, num_classes, total_steps):
+    try:
+        model = models.build_model(config.model, image_size, num_classes, config.weights,
+                                   config.augment, config.seed)
+    except ValueError as e:
+        raise errors.UsageError(str(e)) from e
+    _compile(config, model, total_steps)
+    return model
+
+
+def _compile(config, model, total_steps):
+    """Head at learning_rate; model3's fine-tuned VGG16 layers at backbone_learning_rate; both
+    through lr_schedule and warmup_steps over `total_steps` optimizer steps."""
+    def optimizer(peak):
+        rate = schedule.learning_rate(peak, config.lr_schedule, config.warmup_steps, total_steps)
+        if config.optimizer == "sgd":
+            return keras.optimizers.SGD(rate, momentum=0.9)
+        return keras.optimizers.Adam(rate)
+
+    backbone_optimizer = (optimizer(config.backbone_learning_rate)
+                          if config.model == "model3" else None)
+    models.compile_model(model, optimizer(config.learning_rate), backbone_optimizer)
+
+
+def _cached_training(config, strategy, model, manifest, total_steps):
+    """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
+    with strategy.scope():  # the head Model must be created in the scope to fit distributed
+        backbone, head = models.split_backbone_head(model)
+        _compile(config, head, total_steps)
+
+    def cached(split, training):
+        split_manifest = data.read_manifest(config.data_dir, split)
+        cache_dir = (f"{config.model_dir}/feature_cache/"
+                     f"{split}-{feature_cache.cache_key(split_manifest, backbone)}")
+        files = feature_cache.build(backbone, data.shard_files(config.data_dir, split), cache_dir,
+                                    split_manifest["image_size"], split_manifest["image_format"],
+                                    config.batch_size)
+        return feature_cache.dataset(files, backbone, config.batch_size, training,
+                                     seed=config.seed, deterministic=config.deterministic,
+                                     shuffle_buffer=config.shuffle_buffer)
+
+    logging.info("feature cache on: %.1f MB of VGG16 features for '%s'",
+                 feature_cache.size_bytes(manifest["num_records"], backbone) / 1e6,
+                 config.train_split)
+    return (head, cached(config.train_split, True),
+            cached(config.val_split, False) if config.val_split else None)
+
+
+def _check_data(config, strategy):
+    """The training manifest, after checking the data fits the settings."""
+    manifest = data.read_manifest(config.data_dir, config.train_split)
+    image_size = manifest["image_size"]
+    if config.image_size and config.image_size != image_size:
+        raise errors.UsageError(
+            f"image_size={config.image_size} but the '{config.train_split}' records are "
+            f"{image_size}x{image_size}: convert again or leave image_size unset")
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise errors.UsageError(
+            f"batch_size={config.batch_size} is not divisible by the {replicas} replicas")
+    if config.val_split:
+        val_manifest = data.read_manifest(config.data_dir, config.val_split)
+        if val_manifest["image_size"] != image_size:
+            raise errors.UsageError(
+                f"'{config.val_split}' records are {val_manifest['image_size']}px, "
+                f"'{config.train_split}' records {image_size}px")
+    return manifest
+
+
+def _fit(config, strategy):
+    chief = distribute.is_chief(strategy)
+    checkpointing.check_writable(config.model_dir)
+    manifest = _check_data(config, strategy)
+    image_size, num_classes = manifest["image_size"], len(manifest["class_names"])
+    num_workers = distribute.num_workers(strategy)
+    try:
+        weights = class_weights.class_weights(config.class_weight, manifest["class_counts"],
+                                              manifest["class_names"])
+    except ValueError as e:
+        raise errors.UsageError(str(e)) from e
+    if weights:
+        logging.info("%s", class_weights.describe(weights, manifest["class_names"]))
+    steps = config.steps_per_epoch or max(1, manifest["num_records"] // config.batch_size)
+
+    def dataset(split, training):
+        return data.image_dataset(data.shard_files(config.data_dir, split), image_size,
+                                  manifest["image_format"], config.batch_size, training=training,
+                                  seed=config.seed, deterministic=config.deterministic,
+                                  shuffle_buffer=config.shuffle_buffer, num_workers=num_workers)
+
+    with strategy.scope():
+        model = _build(config, image_size, num_classes, config.epochs * steps)
+    off_reason = (feature_cache.why_not(config.model, config.augment, num_workers)
+                  if config.feature_cache else "feature_cache is off")
+    if off_reason:
+        logging.info("feature cache off: %s", off_reason)
+        fitted, train_ds = model, dataset(config.train_split, True)
+        val_ds = dataset(config.val_split, False) if config.val_split else None
+    else:
+        fitted, train_ds, val_ds = _cached_training(config, strategy, model, manifest,
+                                                    config.epochs * steps)
+    if chief:
+        with tf.io.gfile.GFile(f"{config.model_dir}/class_names.json", "w") as f:
+            json.dump(manifest["class_names"], f)
+        with tf.io.gfile.GFile(f"{config.model_dir}/{artifacts.RUN_JSON}", "w") as f:
+            json.dump(_run_info(config, model, strategy.num_replicas_in_sync, image_size,
+                                num_classes, steps), f, indent=1)
+
+    fit_callbacks = _callbacks(config, strategy, model, fitted, train_ds, chief)
+    logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
+                 "replicas (%s), policy %s); TensorBoard: tensorboard --logdir %s", config.model,
+                 manifest["num_records"], steps, config.epochs, config.batch_size,
+                 strategy.num_replicas_in_sync, distribute.strategy_name(strategy),
+                 keras.mixed_precision.global_policy().name, config.log_dir)
+    fitted.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
+               class_weight=weights, callbacks=fit_callbacks, verbose=2)
+    checkpointing.save_final_model(model, f"{config.model_dir}/final.keras", chief)
+
+
+def _callbacks(config, strategy, model, fitted, train_ds, chief):
+    """checkpointing's first ones, learning rates, timing, TensorBoard, histograms, stopping,
+    checkpointing's last ones: in the order they must run."""
+    log_dir = config.log_dir
+    stopping = {"none": [], "reference": [callbacks.ReferenceStopping()],
+                "val_loss": [keras.callbacks.EarlyStopping("val_loss", patience=config.patience)],
+                }[config.early_stopping]
+    first, last = checkpointing.checkpoint_callbacks(
+        config.model_dir, config.backup_every_steps, model, chief, config.keep_epoch_checkpoints,
+        stateful=stopping)
+    tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=config.log_every_steps,
+                                              write_graph=True)
+    middle = [
+        # After `first` restored a backup: the optimizers' learning rates are the config's, not
+        # the backed-up ones, so that a rerun with another learning_rate (e.g. after a NaN) uses it.
+        keras.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: _apply_learning_rates(config, fitted)),
+        callbacks.LearningRateLogger(log_dir, config.log_every_steps, chief),
+        callbacks.EpochTimer(config.batch_size),  # before TensorBoard: it logs what this adds
+        tensorboard,
+        # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
+        # run keeps the curves of the epochs it finished.
+        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
+            writer.flush() for writer in getattr(tensorboard, "_writers", {}).values()]),
+    ]
+    log_augmented = config.log_augmented_images and config.augment != "none"
+    if config.histogram_freq or log_augmented:
+        images, labels = next(iter(train_ds))  # a fixed batch (an iterator fills a shuffle buffer)
+    if config.histogram_freq:
+        middle.append(callbacks.GradientHistograms(log_dir, (images, labels), strategy,
+                                                   freq=config.histogram_freq, is_chief=chief))
+    if log_augmented:
+        layer = model.get_layer(models.BACKBONE).get_layer("augmentation")
+        middle.append(augment.AugmentedImages(log_dir, layer, images,
+                                              max_images=config.log_augmented_images,
+                                              is_chief=chief))
+    return first + middle + stopping + last
+
+
+def _run_info(config, model, replicas, image_size, num_classes, steps_per_epoch):
+    """run.json: what trainer.report compares between runs (settings, sizes, precision)."""
+    total, trainable = models.parameter_counts(model)
+    return {"model": config.model, "total_params": total, "trainable_params": trainable,
+            "precision": keras.mixed_precision.global_policy().name, "replicas": replicas,
+            "image_size": image_size, "num_classes": num_classes,
+            "steps_per_epoch": steps_per_epoch,
+            "trainable_layers": [path for path, _ in callbacks.trainable_layers(model)],
+            "flags": dataclasses.asdict(config)}
+
+
+def _apply_learning_rates(config, model):
+    if not schedule.is_constant(config.lr_schedule, config.warmup_steps):
+        return  # the schedule was built from the config; it follows the restored step counter
+    for optimizer, rate in ((model.optimizer, config.learning_rate),
+                            (getattr(model, "backbone_optimizer", None),
+                             config.backbone_learning_rate)):
+        if optimizer is None:
+            continue
+        restored = float(keras.backend.get_value(optimizer.learning_rate))
+        if abs(restored - rate) > 1e-6 * abs(rate):  # the optimizer keeps a float32
+            logging.info("learning rate %g (the resumed state had %g)", rate, restored)
+            optimizer.learning_rate = rate
+
+
+def _data_loss_message(config, error):
+    """One line naming the damaged file: TensorFlow's "corrupted record at N" does not."""
+    lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
+    detail = next((line for line in lines if "corrupted record" in line), lines[0] if lines else "")
+    offset = re.search(r"corrupted record at (\d+)", detail)
+    files = []
+    for split in filter(None, (config.train_split, config.val_split)):
+        try:
+            files += data.shard_files(config.data_dir, split)
+        except data.DataError:
+            pass
+    files += sorted(tf.io.gfile.glob(f"{config.model_dir}/feature_cache/*/*.tfrecord"))
+    damaged = data.find_damaged_shard(files, int(offset.group(1)) if offset else None)
+    if damaged is None:
+        return (f"damaged TFRecord data ({detail}); find the shard with: python -m "
+                f"tfrecords_tool.verify --data_dir={config.data_dir}")
+    return (f"damaged TFRecord shard {damaged} ({detail}): convert it again (a file under "
+            "feature_cache/ can simply be deleted, the next run computes it again)")
