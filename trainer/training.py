@@ -133,7 +133,7 @@ def train(config=None, strategy=None, **settings):
 def model_summary(config):
     """(Keras summary text, total, trainable) of `config.model` at image_size (default 224)."""
     with distribute.precision_policy(distribute.resolve_precision(config.precision)):
-        model = _build(config, config.image_size or 224, 16, total_steps=1)
+        model = compiled_model(config, config.image_size or 224, 16, total_steps=1)
     lines = []
     model.summary(expand_nested=False, print_fn=lines.append)
     return "\n".join(lines), *models.parameter_counts(model)
@@ -159,7 +159,8 @@ def _read_history(model_dir):
     return [by_epoch[key] for key in sorted(by_epoch, key=int)]
 
 
-def _build(config, image_size, num_classes, total_steps):
+def compiled_model(config, image_size, num_classes, total_steps):
+    """config.model built and compiled as `train` fits it (call in the strategy's scope)."""
     try:
         model = models.build_model(config.model, image_size, num_classes, config.weights,
                                    config.augment, config.seed)
@@ -183,7 +184,7 @@ def _compile(config, model, total_steps):
     models.compile_model(model, optimizer(config.learning_rate), backbone_optimizer)
 
 
-def _cached_training(config, strategy, model, manifest, total_steps):
+def head_on_cached_features(config, strategy, model, manifest, total_steps):
     """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
     with strategy.scope():  # the head Model must be created in the scope to fit distributed
         backbone, head = models.split_backbone_head(model)
@@ -250,7 +251,7 @@ def _fit(config, strategy):
                                   shuffle_buffer=config.shuffle_buffer, num_workers=num_workers)
 
     with strategy.scope():
-        model = _build(config, image_size, num_classes, config.epochs * steps)
+        model = compiled_model(config, image_size, num_classes, config.epochs * steps)
     off_reason = (feature_cache.why_not(config.model, config.augment, num_workers)
                   if config.feature_cache else "feature_cache is off")
     if off_reason:
@@ -258,7 +259,7 @@ def _fit(config, strategy):
         fitted, train_ds = model, dataset(config.train_split, True)
         val_ds = dataset(config.val_split, False) if config.val_split else None
     else:
-        fitted, train_ds, val_ds = _cached_training(config, strategy, model, manifest,
+        fitted, train_ds, val_ds = head_on_cached_features(config, strategy, model, manifest,
                                                     config.epochs * steps)
     if chief:
         with tf.io.gfile.GFile(f"{config.model_dir}/class_names.json", "w") as f:
