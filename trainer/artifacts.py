@@ -43,7 +43,7 @@ class ModelChoice:
 def load_model(model_dir, checkpoint="final"):
     """`{model_dir}/{checkpoint}.keras`, loaded in safe mode without its optimizer."""
     if not model_dir:
-        raise errors.UsageError("model_dir is required")
+        raise errors.UsageError("--model_dir is required")
     filesystems.register(model_dir)
     if not tf.io.gfile.isdir(model_dir):
         raise ArtifactError(f"model dir {model_dir} does not exist")

@@ -135,7 +135,7 @@ def evaluate(config=None, strategy=None, **settings):
     """
     config = config or EvaluateConfig(**settings)
     if not config.data_dir:
-        raise errors.UsageError("data_dir is required")
+        raise errors.UsageError("--data_dir is required")
     strategy = strategy or distribute.make_strategy(config.strategy, config.cpu_replicas)
     manifest = data.read_manifest(config.data_dir, config.split)
     files = data.shard_files(config.data_dir, config.split)

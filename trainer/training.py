@@ -107,12 +107,13 @@ def train(config=None, strategy=None, **settings):
 
     `strategy`: a tf.distribute strategy to train under; default made from config.strategy
     (make it once per process: TensorFlow fixes its devices at first use). Raises
-    `errors.ToolError` subclasses: UsageError, data.DataError, checkpointing.Preempted (the
+    `errors.ToolError` subclasses, whose messages name settings as flags (`--batch_size=3`):
+    UsageError, data.DataError, checkpointing.Preempted (the
     state is saved), checkpointing.NonFiniteLoss.
     """
     config = config or TrainConfig(**settings)
     if not config.data_dir or not config.model_dir:
-        raise errors.UsageError("data_dir and model_dir are required")
+        raise errors.UsageError("--data_dir and --model_dir are required")
     filesystems.register(config.data_dir, config.model_dir, config.tensorboard_dir)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -214,12 +215,12 @@ def _check_data(config, strategy):
     image_size = manifest["image_size"]
     if config.image_size and config.image_size != image_size:
         raise errors.UsageError(
-            f"image_size={config.image_size} but the '{config.train_split}' records are "
-            f"{image_size}x{image_size}: convert again or leave image_size unset")
+            f"--image_size={config.image_size} but the '{config.train_split}' records are "
+            f"{image_size}x{image_size}: convert again or drop the flag")
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise errors.UsageError(
-            f"batch_size={config.batch_size} is not divisible by the {replicas} replicas")
+            f"--batch_size={config.batch_size} is not divisible by the {replicas} replicas")
     if config.val_split:
         val_manifest = data.read_manifest(config.data_dir, config.val_split)
         if val_manifest["image_size"] != image_size:
@@ -253,7 +254,7 @@ def _fit(config, strategy):
     with strategy.scope():
         model = compiled_model(config, image_size, num_classes, config.epochs * steps)
     off_reason = (feature_cache.why_not(config.model, config.augment, num_workers)
-                  if config.feature_cache else "feature_cache is off")
+                  if config.feature_cache else "--nofeature_cache")
     if off_reason:
         logging.info("feature cache off: %s", off_reason)
         fitted, train_ds = model, dataset(config.train_split, True)
