@@ -65,28 +65,22 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        print(f"{_tool_name()}: error: {e}\nPass --helpfull to see the flags.", file=sys.stderr)
+        print(f"error: {e}\nPass --helpfull to see the flags.", file=sys.stderr)
         sys.exit(errors.NOTHING_DONE)
-
-
-def _tool_name():
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return spec.name if spec else "tool"
 
 
 def run(main):
     """Runs `main(argv)` as a command: parses flags, maps `ToolError`s (and OSError) to one
-    `<tool>: error: ...` line and their exit status, and applies filesystems.run's s3:// fix."""
+    `error: ...` line on stderr and their exit status, and applies filesystems.run's s3:// fix."""
     def guarded(argv):
         try:
             status = main(argv)
         except errors.ToolError as e:
             logging.debug("%r", e)
-            print(f"{_tool_name()}: error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             sys.exit(e.exit_code)
         except OSError as e:
-            print(f"{_tool_name()}: error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             sys.exit(errors.NOTHING_DONE)
         sys.exit(status or errors.OK)
 
