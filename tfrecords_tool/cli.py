@@ -69,26 +69,27 @@ def _parse_flags(argv):
         sys.exit(errors.NOTHING_DONE)
 
 
-def run(main):
-    """Runs `main(argv)` as a command: parses flags, maps `ToolError`s (and OSError) to one
-    `error: ...` line on stderr and their exit status, and applies filesystems.run's s3:// fix."""
-    def guarded(argv):
-        try:
-            status = main(argv)
-        except errors.ToolError as e:
-            logging.debug("%r", e)
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(e.exit_code)
-        except OSError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(errors.NOTHING_DONE)
-        sys.exit(status or errors.OK)
+def call(function, *args):
+    """`function(*args)`'s exit status: its return value (None: OK), or a `ToolError`'s (and
+    OSError's) status after printing it as one `error: ...` line on stderr."""
+    try:
+        return function(*args) or errors.OK
+    except errors.ToolError as e:
+        logging.debug("%r", e)
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return errors.NOTHING_DONE
 
-    filesystems.run(guarded, flags_parser=_parse_flags)
+
+def run(main):
+    """Runs `main(argv)` as a command: parses flags (a wrong one exits NOTHING_DONE), exits with
+    `call(main, argv)`'s status, and applies filesystems.run's s3:// fix."""
+    filesystems.run(lambda argv: sys.exit(call(main, argv)), flags_parser=_parse_flags)
 
 
 def no_arguments(argv):
     """For tools that take flags only."""
     if len(argv) > 1:
         raise errors.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-

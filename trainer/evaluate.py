@@ -7,8 +7,6 @@ Writes `{model_dir}/eval-{split}/metrics.json` and `confusion_matrix.png` (train
 from tfrecords_tool import cli
 from trainer import evaluation
 
-cli.define_flags(evaluation.EvaluateConfig)
-
 
 def main(argv):
     cli.no_arguments(argv)
@@ -20,4 +18,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.define_flags(evaluation.EvaluateConfig)
     cli.run(main)

@@ -7,8 +7,6 @@ The signatures and what clients send: trainer/serving.py.
 from tfrecords_tool import cli
 from trainer import serving
 
-cli.define_flags(serving.ExportConfig)
-
 
 def main(argv):
     cli.no_arguments(argv)
@@ -28,4 +26,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.define_flags(serving.ExportConfig)
     cli.run(main)

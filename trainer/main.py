@@ -10,8 +10,6 @@ from absl import flags
 from tfrecords_tool import cli
 from trainer import training
 
-cli.define_flags(training.TrainConfig)
-flags.DEFINE_bool("summary_only", False, "Print the model summary and parameter counts, then exit.")
 FLAGS = flags.FLAGS
 
 
@@ -24,13 +22,12 @@ def main(argv):
               f"non-trainable {total - trainable:,}")
         return
     result = training.train(config)
-    if not result.trained_now:
-        print(f"{result.final_model} exists: training already finished (--overwrite to train "
-              "again)")
-    elif result.is_chief:
-        print(f"final model: {result.final_model}\nTensorBoard logs: {result.tensorboard_dir}\n"
-              f"  open them with: tensorboard --logdir {result.tensorboard_dir}")
+    if result.is_chief:
+        print(result.summary())
 
 
 if __name__ == "__main__":
+    cli.define_flags(training.TrainConfig)
+    flags.DEFINE_bool("summary_only", False,
+                      "Print the model summary and parameter counts, then exit.")
     cli.run(main)

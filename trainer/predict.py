@@ -15,8 +15,6 @@ from tfrecords_tool import cli
 from tfrecords_tool import errors
 from trainer import prediction
 
-cli.define_flags(prediction.PredictConfig)
-flags.DEFINE_bool("json", False, "Print one JSON document instead of one line per page.")
 FLAGS = flags.FLAGS
 
 
@@ -40,4 +38,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.define_flags(prediction.PredictConfig)
+    flags.DEFINE_bool("json", False, "Print one JSON document instead of one line per page.")
     cli.run(main)

@@ -101,6 +101,14 @@ class TrainResult:
     trained_now: bool                     # False: the run had already finished
     is_chief: bool                        # this process wrote the files (multi-worker: one does)
 
+    def summary(self):
+        """What `python -m trainer.main` prints at the end."""
+        if not self.trained_now:
+            return (f"{self.final_model} exists: training already finished (--overwrite to "
+                    "train again)")
+        return (f"final model: {self.final_model}\nTensorBoard logs: {self.tensorboard_dir}\n"
+                f"  open them with: tensorboard --logdir {self.tensorboard_dir}")
+
 
 def train(config=None, strategy=None, **settings):
     """Trains `config` (or `TrainConfig(**settings)`) and returns a `TrainResult`.
