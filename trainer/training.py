@@ -7,9 +7,11 @@
 A run killed or preempted resumes from its backup when `train` is called again with the same
 model_dir; a finished run (final.keras exists) is not trained again unless `overwrite=True`.
 """
+import contextlib
 import dataclasses
 import json
 import re
+import signal
 from typing import Dict, List, Optional
 
 import tensorflow as tf
@@ -19,7 +21,7 @@ from absl import logging
 from tfrecords_tool import errors
 from tfrecords_tool import filesystems
 from tfrecords_tool.cli import setting
-from trainer import (artifacts, augment, callbacks, checkpointing, class_weights, data,
+from trainer import (artifacts, augment, callbacks, checkpointing, class_weights, compat, data,
                      distribute, feature_cache, models, schedule)
 
 MODELS_DOC = "docs/models.md"
@@ -124,19 +126,32 @@ def train(config=None, strategy=None, **settings):
         raise errors.UsageError("--data_dir and --model_dir are required")
     filesystems.register(config.data_dir, config.model_dir, config.tensorboard_dir)
     keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
     strategy = strategy or distribute.make_strategy(config.strategy, config.cpu_replicas)
     final_path = f"{config.model_dir}/final.keras"
     if tf.io.gfile.exists(final_path) and not config.overwrite:
-        logging.info("%s exists: training already finished (overwrite to train again)", final_path)
+        logging.info("%s exists: training already finished (--overwrite to train again)",
+                     final_path)
         return _result(config, False, distribute.is_chief(strategy))
-    with distribute.precision_policy(distribute.resolve_precision(config.precision)):
+    # The process-wide settings a run changes are set back afterwards: a notebook's next call
+    # (or another model in the same script) starts from the same state.
+    with distribute.precision_policy(distribute.resolve_precision(config.precision)), \
+            compat.op_determinism(config.deterministic), \
+            _sigterm_handler_restored():
         try:
             _fit(config, strategy)
         except tf.errors.DataLossError as e:
             raise data.DataError(_data_loss_message(config, e)) from e
     return _result(config, True, distribute.is_chief(strategy))
+
+
+@contextlib.contextmanager
+def _sigterm_handler_restored():
+    """checkpointing.StateBackup handles SIGTERM during the run; the caller's handler after."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def model_summary(config):
