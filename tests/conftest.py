@@ -1,10 +1,19 @@
-"""Shared test set-up: quiet TensorFlow, Keras 2 (tf-keras), small generated data."""
+"""Shared test set-up: quiet TensorFlow, Keras 2 (tf-keras), two logical CPU devices, small
+generated data."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Before any test touches a device: in-process tests can then mirror over 2 replicas
+# (trainer.distribute.make_strategy(cpu_replicas=2) finds them); one-device runs use CPU:0.
+CPU_REPLICAS = 2
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration()] * CPU_REPLICAS)
 
 
 @pytest.fixture(scope="session")

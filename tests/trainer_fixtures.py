@@ -122,6 +122,73 @@ class Proc:
         return self
 
 
+class InProcessRun:
+    """A trainer.main command line run by `training.train` in this process: the same flags, and
+    the returncode, stdout (Keras' epoch lines, the summary) and stderr (the log lines, the
+    `error:` line) a Proc of `python -m trainer.main` has."""
+
+    def __init__(self, args, returncode, stdout, stderr, result):
+        self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
+        self.result = result  # the TrainResult (None when train raised)
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def tail(self, n=4000):
+        return f"--- stdout ---\n{self.stdout[-n:]}\n--- stderr ---\n{self.stderr[-n:]}"
+
+    def check(self, returncode=0):
+        assert self.returncode == returncode, (
+            f"exit {self.returncode}, expected {returncode}: {' '.join(self.args)}\n{self.tail()}")
+        return self
+
+
+def train_here(*args):
+    """Runs `python -m trainer.main args...` in this process (absl flag parsing, the library's
+    exit statuses); returns an InProcessRun. For tests where no process boundary is under test."""
+    import contextlib
+    import io
+    import logging as python_logging
+
+    import tf_keras as keras
+    from absl import flags
+    from absl import logging
+
+    from tfrecords_tool import cli
+    from trainer import training
+
+    args = [str(a) for a in args]
+    flag_values = flags.FlagValues()
+    cli.define_flags(training.TrainConfig, flag_values)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = python_logging.StreamHandler(stderr)
+    absl_logger = python_logging.getLogger("absl")
+    absl_logger.addHandler(handler)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.INFO)
+    results = []
+
+    def run():
+        try:
+            flag_values(["trainer.main", *args])
+        except flags.Error as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        results.append(training.train(cli.from_flags(training.TrainConfig, flag_values)))
+        print(results[0].summary())
+
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            status = cli.call(run)
+    finally:
+        absl_logger.removeHandler(handler)
+        logging.set_verbosity(verbosity)
+        keras.backend.clear_session()
+    return InProcessRun(["trainer.main", *args], status, stdout.getvalue(), stderr.getvalue(),
+                        results[0] if results else None)
+
+
 def start_trainer(*args, env=None, log_dir=None):
     """Starts `python -m trainer.main args...`; returns the Proc (call .wait())."""
     return Proc("trainer.main", args, env=env, log_dir=log_dir)
