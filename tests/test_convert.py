@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from tfrecords_tool import convert
 from tfrecords_tool import decode
+from tfrecords_tool import filesystems
 from tfrecords_tool import records
 from tfrecords_tool import sample
 from tfrecords_tool import split
@@ -317,3 +318,18 @@ def test_cli_workers_png_and_errors(sample_dir, tmp_path):
     last_line = failed.stderr.strip().splitlines()[-1]
     assert last_line.startswith("convert: error: none of 20 sampled pages exists")
     assert "Traceback" not in failed.stderr and not list((tmp_path / "failed").glob("*.tfrecord"))
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "file.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with filesystems.atomic_write(str(target)) as temporary:
+            Path(temporary).write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+    with filesystems.atomic_write(str(target), str(tmp_path / ".tmp-file.json"),
+                                  local=True) as temporary:
+        assert temporary == str(tmp_path / ".tmp-file.json")  # local: beside the target
+        Path(temporary).write_text("new")
+    assert target.read_text() == "new" and sorted(tmp_path.iterdir()) == [target]
