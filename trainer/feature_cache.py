@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from tfrecords_tool import filesystems
 from trainer import data
 
 
@@ -61,11 +62,10 @@ def build(backbone, files, cache_dir, image_size, image_format, batch_size):
         records = data.image_dataset([source], image_size, image_format, batch_size, training=False)
         features = backbone.predict(records.map(lambda images, labels: images), verbose=0)
         labels = np.concatenate([labels.numpy() for _, labels in records])
-        tmp = f"{target}.tmp"
-        with tf.io.TFRecordWriter(tmp) as writer:
+        with filesystems.atomic_write(target, f"{target}.tmp") as tmp, \
+                tf.io.TFRecordWriter(tmp) as writer:
             for feature, label in zip(features, labels):
                 writer.write(_features_example(feature, label))
-        tf.io.gfile.rename(tmp, target, overwrite=True)
     return cache_files
 
 
