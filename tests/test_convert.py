@@ -188,11 +188,11 @@ def test_convert_round_trip(sample_dir, tmp_path):
     seen = []
     for shard in result["shards"]:
         shard_records = _records(tmp_path / shard["file"])
-        assert len({r["image/class/label"] for r in shard_records}) >= 8  # classes mixed
+        assert len({r[records.LABEL_KEY] for r in shard_records}) >= 8  # classes mixed
         for r in shard_records:
-            filename = r["image/filename"].decode()
-            assert r["image/class/label"] == int(listed[filename])
-            pixels = np.frombuffer(r["image/raw"], np.uint8).reshape(SIZE, SIZE)
+            filename = r[records.FILENAME_KEY].decode()
+            assert r[records.LABEL_KEY] == int(listed[filename])
+            pixels = np.frombuffer(r[records.RAW_KEY], np.uint8).reshape(SIZE, SIZE)
             source = decode.load_page(str(sample_dir / "images" / filename), SIZE)
             np.testing.assert_array_equal(pixels, source)
             seen.append(filename)
@@ -241,7 +241,7 @@ def test_val_fraction_and_folders(sample_dir, tmp_path):
     result = json.loads((tmp_path / "folders" / "images-manifest.json").read_text())
     assert result["class_names"] == folders and result["num_records"] == 96
     first = _records(tmp_path / "folders" / result["shards"][0]["file"])[0]
-    assert folders[first["image/class/label"]] == first["image/filename"].decode().split("/")[0]
+    assert folders[first[records.LABEL_KEY]] == first[records.FILENAME_KEY].decode().split("/")[0]
 
 
 def test_user_errors(sample_dir, tmp_path):
