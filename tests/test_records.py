@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords_tool import convert, decode, records
+from tfrecords_tool import conversion, decode, records
 from trainer import data
 
 SIZE = 64
@@ -38,9 +38,10 @@ def converted(sample_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("formats")
     out = {}
     for image_format in records.IMAGE_FORMATS:
-        convert.convert(str(root / image_format), str(sample_dir / "images"),
-                        str(sample_dir / "labels.txt"), num_shards=2, image_size=SIZE,
-                        image_format=image_format)
+        conversion.convert(output_dir=str(root / image_format),
+                           images_dir=str(sample_dir / "images"),
+                           labels=str(sample_dir / "labels.txt"), num_shards=2, image_size=SIZE,
+                           image_format=image_format, workers=0)
         out[image_format] = data.shard_files(str(root / image_format), "labels")
     return out
 

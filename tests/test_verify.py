@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tfrecords_tool import convert
+from tfrecords_tool import conversion
 from tfrecords_tool import verify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def dataset(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
-    convert.convert(str(out), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    num_shards=3, image_size=32, val_fraction=0.25)
+    conversion.convert(output_dir=str(out), images_dir=str(sample_dir / "images"),
+                       labels=str(sample_dir / "labels.txt"), num_shards=3, image_size=32,
+                       val_fraction=0.25, workers=0)
     return out
 
 
@@ -39,8 +40,9 @@ def test_good_dataset_passes(dataset):
 
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])
 def test_encoded_datasets_pass(sample_dir, tmp_path, image_format):
-    convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    image_size=32, image_format=image_format, num_shards=2)
+    conversion.convert(output_dir=str(tmp_path), images_dir=str(sample_dir / "images"),
+                       labels=str(sample_dir / "labels.txt"), image_size=32,
+                       image_format=image_format, num_shards=2, workers=0)
     assert _problems(tmp_path, "labels") == []
     manifest = json.loads((tmp_path / "labels-manifest.json").read_text())
     assert manifest["image_format"] == image_format
