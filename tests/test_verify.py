@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tfrecords_tool import conversion
-from tfrecords_tool import verify
+from tfrecords_tool import errors
+from tfrecords_tool import verification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,12 +30,12 @@ def copy(dataset, tmp_path):
 
 
 def _problems(data_dir, split="train"):
-    return verify.verify_split(str(data_dir), split)[0]
+    return verification.verify_split(str(data_dir), split)[0]
 
 
 def test_good_dataset_passes(dataset):
     for split in ("train", "val"):
-        problems, manifest = verify.verify_split(str(dataset), split)
+        problems, manifest = verification.verify_split(str(dataset), split)
         assert problems == [] and manifest["num_records"] == {"train": 72, "val": 24}[split]
 
 
@@ -87,6 +88,20 @@ def test_cli(copy):
     assert ok.stdout.splitlines()[0].startswith("OK train: 72 records in 3 shards")
     (copy / "val-00000-of-00003.tfrecord").unlink()
     failed = run()
-    assert failed.returncode == 1
+    assert failed.returncode == errors.SOME_INPUTS_FAILED == 1
     assert "verify: val: val-00000-of-00003.tfrecord: missing" in failed.stderr
     assert "OK train" in failed.stdout and failed.stderr.strip().endswith("1 of 2 splits failed")
+
+
+def test_library_results_and_no_manifest(copy, tmp_path):
+    results = verification.verify(data_dir=str(copy))
+    assert [(r.split, r.problems, r.manifest["num_records"]) for r in results] == [
+        ("train", [], 72), ("val", [], 24)]
+    assert verification.verify(verification.VerifyConfig(str(copy)), split="val")[0].problems == []
+    (copy / "val-00000-of-00003.tfrecord").unlink()
+    assert [r.problems for r in verification.verify(data_dir=str(copy))] == [
+        [], ["val-00000-of-00003.tfrecord: missing"]]
+    for settings in ({"data_dir": str(tmp_path / "empty")}, {"data_dir": str(copy), "split": "x"}):
+        with pytest.raises(verification.NoManifest, match="manifest.json") as raised:
+            verification.verify(**settings)
+        assert raised.value.exit_code == errors.NOTHING_DONE == 2
