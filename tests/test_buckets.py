@@ -64,8 +64,8 @@ def test_a_tool_failing_after_s3_use_keeps_its_message_and_status(s3, sample_dir
     _, env = s3
     result = _tool(env, "-m", "tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
                   f"--images_dir={sample_dir / 'nowhere'}", f"--output_dir=s3://{BUCKET}/failed")
-    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
-    assert "convert: error: none of 20 sampled pages exists" in result.stderr
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])  # errors.NOTHING_DONE
+    assert "error: none of 20 sampled pages exists" in result.stderr
     assert "pure virtual method called" not in result.stderr
 
 

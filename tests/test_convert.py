@@ -16,13 +16,16 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
-from tfrecords_tool import convert
+from tfrecords_tool import conversion
 from tfrecords_tool import decode
+from tfrecords_tool import errors
+from tfrecords_tool import filesystems
 from tfrecords_tool import records
+from tfrecords_tool import page_pool
 from tfrecords_tool import sample
 from tfrecords_tool import split
 from tfrecords_tool.classes import NUM_CLASSES
-from tfrecords_tool.labels import Page
+from tfrecords_tool.labels import LabelFileError, Page
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -150,7 +153,7 @@ def test_shards_balanced_and_mixed():
     ({"BATCH_TASK_INDEX": "2", "BATCH_TASK_COUNT": "4"}, (0, 2), (0, 2)),
 ])
 def test_resolve_task(environ, flags, expected):
-    assert convert.resolve_task(*flags, environ) == expected
+    assert conversion.resolve_task(*flags, environ) == expected
 
 
 @pytest.mark.parametrize("environ, flags, message", [
@@ -159,13 +162,15 @@ def test_resolve_task(environ, flags, expected):
     ({"BATCH_TASK_INDEX": "4", "BATCH_TASK_COUNT": "4"}, (None, None), "not below"),
 ])
 def test_resolve_task_errors(environ, flags, message):
-    with pytest.raises(convert.ConvertError, match=message):
-        convert.resolve_task(*flags, environ)
+    with pytest.raises(conversion.ConvertError, match=message):
+        conversion.resolve_task(*flags, environ)
 
 
-def _convert(sample_dir, output_dir, **kwargs):
-    kwargs.setdefault("labels_file", str(sample_dir / "labels.txt"))
-    return convert.convert(str(output_dir), str(sample_dir / "images"), image_size=SIZE, **kwargs)
+def _convert(sample_dir, output_dir, **settings):
+    settings.setdefault("labels", str(sample_dir / "labels.txt"))
+    settings.setdefault("workers", 0)  # decoded in this process unless a test asks for workers
+    return conversion.convert(output_dir=str(output_dir), images_dir=str(sample_dir / "images"),
+                              image_size=SIZE, **settings)
 
 
 def _files(directory):
@@ -187,11 +192,11 @@ def test_convert_round_trip(sample_dir, tmp_path):
     seen = []
     for shard in result["shards"]:
         shard_records = _records(tmp_path / shard["file"])
-        assert len({r["image/class/label"] for r in shard_records}) >= 8  # classes mixed
+        assert len({r[records.LABEL_KEY] for r in shard_records}) >= 8  # classes mixed
         for r in shard_records:
-            filename = r["image/filename"].decode()
-            assert r["image/class/label"] == int(listed[filename])
-            pixels = np.frombuffer(r["image/raw"], np.uint8).reshape(SIZE, SIZE)
+            filename = r[records.FILENAME_KEY].decode()
+            assert r[records.LABEL_KEY] == int(listed[filename])
+            pixels = np.frombuffer(r[records.RAW_KEY], np.uint8).reshape(SIZE, SIZE)
             source = decode.load_page(str(sample_dir / "images" / filename), SIZE)
             np.testing.assert_array_equal(pixels, source)
             seen.append(filename)
@@ -212,8 +217,9 @@ def test_bad_pages_are_skipped_and_listed(sample_dir, tmp_path, caplog):
     label_file.write_text("path,label\n" + "".join(f"{p},{0 if p.startswith('letter') else 15}\n"
                                                    for p in good + list(bad)))
     with caplog.at_level(logging.WARNING):
-        convert.convert(str(tmp_path / "out"), str(images), str(label_file), image_size=SIZE,
-                        max_bad_fraction=0.5)
+        conversion.convert(output_dir=str(tmp_path / "out"), images_dir=str(images),
+                           labels=str(label_file), image_size=SIZE, max_bad_fraction=0.5,
+                           workers=0)
     result = json.loads((tmp_path / "out" / "pages-manifest.json").read_text())
     assert result["num_records"] == 12
     assert result["class_counts"][0] == result["class_counts"][15] == 6
@@ -222,9 +228,9 @@ def test_bad_pages_are_skipped_and_listed(sample_dir, tmp_path, caplog):
         assert bad[skipped["path"]] in skipped["reason"]
         assert f"skipped {skipped['path']}: {skipped['reason']}" in caplog.text
     stop = "4 of 16 pages could not be read, more than --max_bad_fraction=0.1"
-    with pytest.raises(convert.ConvertError, match=stop):
-        convert.convert(str(tmp_path / "strict"), str(images), str(label_file), image_size=SIZE,
-                        split_name="strict")
+    with pytest.raises(conversion.ConvertError, match=stop):
+        conversion.convert(output_dir=str(tmp_path / "strict"), images_dir=str(images),
+                           labels=str(label_file), image_size=SIZE, split="strict", workers=0)
     assert not list((tmp_path / "strict").glob("*manifest*"))
 
 
@@ -236,20 +242,21 @@ def test_val_fraction_and_folders(sample_dir, tmp_path):
     assert all(c in (1, 2) for c in val["class_counts"])
     assert train["val_fraction"] == val["val_fraction"] == 0.2
     folders = [sample.class_folder(c) for c in range(NUM_CLASSES)][::-1]
-    _convert(sample_dir, tmp_path / "folders", labels_file=None, class_names=folders)
+    _convert(sample_dir, tmp_path / "folders", labels=None, class_names=folders)
     result = json.loads((tmp_path / "folders" / "images-manifest.json").read_text())
     assert result["class_names"] == folders and result["num_records"] == 96
     first = _records(tmp_path / "folders" / result["shards"][0]["file"])[0]
-    assert folders[first["image/class/label"]] == first["image/filename"].decode().split("/")[0]
+    assert folders[first[records.LABEL_KEY]] == first[records.FILENAME_KEY].decode().split("/")[0]
 
 
 def test_user_errors(sample_dir, tmp_path):
-    with pytest.raises(convert.ConvertError, match="--split names the one split"):
-        _convert(sample_dir, tmp_path, val_fraction=0.2, split_name="x")
-    with pytest.raises(convert.ConvertError, match="leaves a split of 96 pages empty"):
+    with pytest.raises(conversion.ConvertError, match="--split names the one split"):
+        _convert(sample_dir, tmp_path, val_fraction=0.2, split="x")
+    with pytest.raises(conversion.ConvertError, match="leaves a split of 96 pages empty"):
         _convert(sample_dir, tmp_path, val_fraction=0.001)
-    with pytest.raises(convert.ConvertError, match="none of 20 sampled pages exists .*images_dir"):
-        convert.convert(str(tmp_path), str(tmp_path / "nowhere"), str(sample_dir / "labels.txt"))
+    with pytest.raises(conversion.ConvertError, match="none of 20 sampled pages exists .*images_dir"):
+        conversion.convert(output_dir=str(tmp_path), images_dir=str(tmp_path / "nowhere"),
+                           labels=str(sample_dir / "labels.txt"), workers=0)
     assert not list(tmp_path.iterdir())
 
 
@@ -263,7 +270,7 @@ def test_tasks_and_reruns_match_single_run(sample_dir, tmp_path):
     assert _files(tmp_path / "tasks") == single
     assert _convert(sample_dir, tmp_path / "tasks", num_shards=5, merge_only=True)
     assert _files(tmp_path / "tasks") == single
-    with pytest.raises(convert.ConvertError, match="5 of 5 shards are not complete"):
+    with pytest.raises(conversion.ConvertError, match="5 of 5 shards are not complete"):
         _convert(sample_dir, tmp_path / "none", num_shards=5, merge_only=True)
 
     shards = sorted((tmp_path / "single").glob("*.tfrecord"))
@@ -294,8 +301,9 @@ def test_killed_converter_resumes(sample_dir, tmp_path):
     process.wait()
     assert not (tmp_path / "out" / "labels-manifest.json").exists(), "ended before the kill"
     assert 0 < len(list((tmp_path / "out").glob("*.tfrecord"))) < 96
-    rerun = _cli(*args)
-    assert rerun.returncode == 0, rerun.stderr
+    # The rerun (what is under test is that it resumes, not how it is launched): in-process.
+    rerun = _convert(sample_dir, tmp_path / "out", num_shards=96, workers=1)
+    assert rerun == [str(tmp_path / "out" / "labels-manifest.json")]
     _convert(sample_dir, tmp_path / "reference", num_shards=96)
     assert _files(tmp_path / "out") == _files(tmp_path / "reference")
 
@@ -306,14 +314,55 @@ def test_cli_workers_png_and_errors(sample_dir, tmp_path):
               f"--output_dir={tmp_path / 'cli'}")
     assert ok.returncode == 0, ok.stderr
     assert "96 records, 0 skipped" in ok.stderr and "pages/s" in ok.stderr
-    _convert(sample_dir, tmp_path / "inline", labels_file=str(sample_dir / "labels.csv"),
+    _convert(sample_dir, tmp_path / "inline", labels=str(sample_dir / "labels.csv"),
              num_shards=3, image_format="png")
     assert _files(tmp_path / "cli") == _files(tmp_path / "inline")
 
     start = time.monotonic()
     failed = _cli(f"--labels={sample_dir}/labels.txt", f"--images_dir={tmp_path}/wrong",
                   f"--output_dir={tmp_path / 'failed'}")
-    assert failed.returncode == 1 and time.monotonic() - start < 60
+    assert failed.returncode == errors.NOTHING_DONE == 2 and time.monotonic() - start < 60
     last_line = failed.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("convert: error: none of 20 sampled pages exists")
+    assert last_line.startswith("error: none of 20 sampled pages exists")
     assert "Traceback" not in failed.stderr and not list((tmp_path / "failed").glob("*.tfrecord"))
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "file.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with filesystems.atomic_write(str(target)) as temporary:
+            Path(temporary).write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]
+    with filesystems.atomic_write(str(target), str(tmp_path / ".tmp-file.json"),
+                                  local=True) as temporary:
+        assert temporary == str(tmp_path / ".tmp-file.json")  # local: beside the target
+        Path(temporary).write_text("new")
+    assert target.read_text() == "new" and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_config_and_keyword_settings(sample_dir, tmp_path):
+    """convert(config) and convert(**settings) are the same call; keywords override a config."""
+    defaults = conversion.ConvertConfig()
+    assert (defaults.image_size, defaults.image_format, defaults.seed, defaults.workers,
+            defaults.max_bad_fraction, defaults.page_timeout) == (224, "raw", 0, os.cpu_count(),
+                                                                  0.1, 60.0)
+    config = conversion.ConvertConfig(labels=str(sample_dir / "labels.txt"),
+                                      images_dir=str(sample_dir / "images"),
+                                      output_dir=str(tmp_path / "config"), image_size=SIZE,
+                                      num_shards=2, workers=0)
+    assert conversion.convert(config) == [str(tmp_path / "config" / "labels-manifest.json")]
+    assert conversion.convert(config, output_dir=str(tmp_path / "keywords"), image_size=SIZE)
+    _convert(sample_dir, tmp_path / "helper", num_shards=2)
+    assert _files(tmp_path / "config") == _files(tmp_path / "keywords") == _files(
+        tmp_path / "helper")
+    with pytest.raises(errors.UsageError, match="--images_dir and --output_dir must be set"):
+        conversion.convert(labels=str(sample_dir / "labels.txt"))
+    with pytest.raises(TypeError, match="labels_file"):
+        conversion.convert(config, labels_file="x.txt")
+
+
+def test_errors_are_tool_errors_that_exit_2():
+    for error in (conversion.ConvertError, LabelFileError, page_pool.WorkersKeepDying):
+        assert issubclass(error, errors.ToolError) and error.exit_code == errors.NOTHING_DONE

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 import tifffile
 
-from tfrecords_tool import convert
+from tfrecords_tool import conversion
+from tfrecords_tool import manifest
 from tfrecords_tool import decode
 
 TOOLS = ("gs", "tiffcp", "convert")
@@ -174,19 +175,21 @@ def test_converter_lists_every_page_with_its_reason(wild, tmp_path, caplog, capf
     names = ["zstd", "rgb4", "float32", "gray_alpha", "jbig", "noisy"]
     (tmp_path / "pages.txt").write_text("".join(f"{n}.tif {i}\n" for i, n in enumerate(names)))
     with caplog.at_level(logging.WARNING):
-        convert.convert(str(tmp_path / "out"), str(images), str(tmp_path / "pages.txt"),
-                        image_size=32, max_bad_fraction=0.5)
-    manifest = convert.manifest.read_json(str(tmp_path / "out" / "pages-manifest.json"))
-    assert manifest["num_records"] == 4
-    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+        conversion.convert(output_dir=str(tmp_path / "out"), images_dir=str(images),
+                           labels=str(tmp_path / "pages.txt"), image_size=32,
+                           max_bad_fraction=0.5, workers=0)
+    written = manifest.read_json(str(tmp_path / "out" / "pages-manifest.json"))
+    assert written["num_records"] == 4
+    reasons = {s["path"]: s["reason"] for s in written["skipped"]}
     assert reasons["jbig.tif"] == "unsupported compression JBIG"
     assert reasons["noisy.tif"].startswith("decoder error: Fax4Decode: Bad code word")
     assert f"skipped noisy.tif: {reasons['noisy.tif']}" in caplog.text
     assert "Fax4Decode" not in capfd.readouterr().err.replace(reasons["noisy.tif"], "")
 
-    convert.convert(str(tmp_path / "kept"), str(images), str(tmp_path / "pages.txt"),
-                    image_size=32, max_bad_fraction=0.5, keep_decoder_errors=True)
-    kept = convert.manifest.read_json(str(tmp_path / "kept" / "pages-manifest.json"))
+    conversion.convert(output_dir=str(tmp_path / "kept"), images_dir=str(images),
+                       labels=str(tmp_path / "pages.txt"), image_size=32, max_bad_fraction=0.5,
+                       keep_decoder_errors=True, workers=0)
+    kept = manifest.read_json(str(tmp_path / "kept" / "pages-manifest.json"))
     assert kept["num_records"] == 5
     assert [entry["path"] for entry in kept["kept_with_decoder_errors"]] == ["noisy.tif"]
     assert "Fax4Decode" in kept["kept_with_decoder_errors"][0]["messages"][0]

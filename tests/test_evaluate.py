@@ -9,6 +9,7 @@ import tf_keras as keras
 from PIL import Image
 
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
+from tfrecords_tool import records
 from tfrecords_tool.records import parse_one
 from trained_run import IMAGE_SIZE, check, run_module, trained_run  # noqa: F401
 from trainer import models  # noqa: F401  (registers the custom layers for load_model)
@@ -31,10 +32,10 @@ def _predict_records(run):
     for path in sorted(glob.glob(str(run.data_dir / "val-*.tfrecord"))):
         for record in tf.data.TFRecordDataset(path):
             example = parse_one(record.numpy())
-            assert example["image/format"] == b"raw"
-            images.append(np.frombuffer(example["image/raw"], np.uint8)
+            assert example[records.FORMAT_KEY] == b"raw"
+            images.append(np.frombuffer(example[records.RAW_KEY], np.uint8)
                           .reshape(IMAGE_SIZE, IMAGE_SIZE, 1))
-            labels.append(example["image/class/label"])
+            labels.append(example[records.LABEL_KEY])
     model = keras.models.load_model(run.model_dir / "final.keras", compile=False)
     return model.predict(np.stack(images), verbose=0), np.array(labels)
 

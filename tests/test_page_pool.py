@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from tfrecords_tool import convert
+from tfrecords_tool import conversion
+from tfrecords_tool import manifest
 from tfrecords_tool import page_pool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,14 +135,15 @@ def test_killed_workers_in_a_real_conversion(sample_dir, tmp_path):
     assert process.returncode == 0, stderr
     assert "Warning" not in stderr  # the replacement workers start quietly
     assert "skipped memo/memo_0002.tif: decoder crashed (signal 9)" in stderr
-    manifest = convert.manifest.read_json(str(tmp_path / "out" / "labels-manifest.json"))
-    assert manifest["skipped"] == [{"path": "memo/memo_0002.tif",
+    written = manifest.read_json(str(tmp_path / "out" / "labels-manifest.json"))
+    assert written["skipped"] == [{"path": "memo/memo_0002.tif",
                                     "reason": "decoder crashed (signal 9)"}]
 
     for page in (retried, doomed):
         page.unlink()
     retried.write_bytes(retried_bytes)  # undisturbed, with memo_0002 missing
-    convert.convert(str(tmp_path / "reference"), str(images), str(sample_dir / "labels.txt"),
-                    image_size=32, num_shards=3)
+    conversion.convert(output_dir=str(tmp_path / "reference"), images_dir=str(images),
+                       labels=str(sample_dir / "labels.txt"), image_size=32, num_shards=3,
+                       workers=0)
     for shard in sorted((tmp_path / "reference").glob("*.tfrecord")):
         assert (tmp_path / "out" / shard.name).read_bytes() == shard.read_bytes(), shard.name

@@ -8,7 +8,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from tfrecords_tool import convert, quiet
+from tfrecords_tool import conversion, quiet
 from trained_run import REPO, trained_run  # noqa: F401
 from trainer import callbacks
 
@@ -44,8 +44,9 @@ def test_tensorflow_info_through_absl_is_dropped_own_lines_kept():
 
 
 def test_a_tool_prints_no_tensorflow_start_up_lines_unless_asked(sample_dir, tmp_path):
-    convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    image_size=16, num_shards=1)
+    conversion.convert(output_dir=str(tmp_path), images_dir=str(sample_dir / "images"),
+                       labels=str(sample_dir / "labels.txt"), image_size=16, num_shards=1,
+                       workers=0)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
 
     def verify(*flags):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrecords_tool import convert, decode, records
+from tfrecords_tool import conversion, decode, records
 from trainer import data
 
 SIZE = 64
@@ -21,15 +21,27 @@ STANDARD_FEATURES = {
 }
 
 
+def test_the_key_constants_are_the_ecosystems_keys():
+    """The tests and tools use records.*_KEY; the strings themselves are pinned here (and in
+    STANDARD_FEATURES above, which stays literal: it is what a reader outside the project
+    knows)."""
+    assert (records.ENCODED_KEY, records.RAW_KEY, records.FORMAT_KEY, records.HEIGHT_KEY,
+            records.WIDTH_KEY, records.CHANNELS_KEY, records.LABEL_KEY, records.FILENAME_KEY) == (
+        "image/encoded", "image/raw", "image/format", "image/height", "image/width",
+        "image/channels", "image/class/label", "image/filename")
+    assert set(STANDARD_FEATURES) <= set(records.FEATURES)
+
+
 @pytest.fixture(scope="module")
 def converted(sample_dir, tmp_path_factory):
     """{format: (shard files, {filename: converter pixels})} of the sample at SIZE."""
     root = tmp_path_factory.mktemp("formats")
     out = {}
     for image_format in records.IMAGE_FORMATS:
-        convert.convert(str(root / image_format), str(sample_dir / "images"),
-                        str(sample_dir / "labels.txt"), num_shards=2, image_size=SIZE,
-                        image_format=image_format)
+        conversion.convert(output_dir=str(root / image_format),
+                           images_dir=str(sample_dir / "images"),
+                           labels=str(sample_dir / "labels.txt"), num_shards=2, image_size=SIZE,
+                           image_format=image_format, workers=0)
         out[image_format] = data.shard_files(str(root / image_format), "labels")
     return out
 
@@ -67,7 +79,7 @@ def test_standard_reader_gets_the_converters_pixels(converted, sample_dir, image
 def test_raw_pixels_live_under_their_own_key(converted, sample_dir):
     serialized = next(iter(tf.data.TFRecordDataset(converted["raw"]))).numpy()
     example = tf.train.Example.FromString(serialized)
-    assert "image/encoded" not in example.features.feature
+    assert records.ENCODED_KEY not in example.features.feature
     parsed = records.parse_one(serialized)
     assert parsed[records.FORMAT_KEY] == b"raw"
     pixels = np.frombuffer(parsed[records.RAW_KEY], np.uint8).reshape(SIZE, SIZE)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tfrecords_tool import convert
-from tfrecords_tool import verify
+from tfrecords_tool import conversion
+from tfrecords_tool import errors
+from tfrecords_tool import verification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def dataset(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("converted")
-    convert.convert(str(out), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    num_shards=3, image_size=32, val_fraction=0.25)
+    conversion.convert(output_dir=str(out), images_dir=str(sample_dir / "images"),
+                       labels=str(sample_dir / "labels.txt"), num_shards=3, image_size=32,
+                       val_fraction=0.25, workers=0)
     return out
 
 
@@ -28,19 +30,20 @@ def copy(dataset, tmp_path):
 
 
 def _problems(data_dir, split="train"):
-    return verify.verify_split(str(data_dir), split)[0]
+    return verification.verify_split(str(data_dir), split)[0]
 
 
 def test_good_dataset_passes(dataset):
     for split in ("train", "val"):
-        problems, manifest = verify.verify_split(str(dataset), split)
+        problems, manifest = verification.verify_split(str(dataset), split)
         assert problems == [] and manifest["num_records"] == {"train": 72, "val": 24}[split]
 
 
 @pytest.mark.parametrize("image_format", ["png", "jpeg"])
 def test_encoded_datasets_pass(sample_dir, tmp_path, image_format):
-    convert.convert(str(tmp_path), str(sample_dir / "images"), str(sample_dir / "labels.txt"),
-                    image_size=32, image_format=image_format, num_shards=2)
+    conversion.convert(output_dir=str(tmp_path), images_dir=str(sample_dir / "images"),
+                       labels=str(sample_dir / "labels.txt"), image_size=32,
+                       image_format=image_format, num_shards=2, workers=0)
     assert _problems(tmp_path, "labels") == []
     manifest = json.loads((tmp_path / "labels-manifest.json").read_text())
     assert manifest["image_format"] == image_format
@@ -85,6 +88,20 @@ def test_cli(copy):
     assert ok.stdout.splitlines()[0].startswith("OK train: 72 records in 3 shards")
     (copy / "val-00000-of-00003.tfrecord").unlink()
     failed = run()
-    assert failed.returncode == 1
+    assert failed.returncode == errors.SOME_INPUTS_FAILED == 1
     assert "verify: val: val-00000-of-00003.tfrecord: missing" in failed.stderr
     assert "OK train" in failed.stdout and failed.stderr.strip().endswith("1 of 2 splits failed")
+
+
+def test_library_results_and_no_manifest(copy, tmp_path):
+    results = verification.verify(data_dir=str(copy))
+    assert [(r.split, r.problems, r.manifest["num_records"]) for r in results] == [
+        ("train", [], 72), ("val", [], 24)]
+    assert verification.verify(verification.VerifyConfig(str(copy)), split="val")[0].problems == []
+    (copy / "val-00000-of-00003.tfrecord").unlink()
+    assert [r.problems for r in verification.verify(data_dir=str(copy))] == [
+        [], ["val-00000-of-00003.tfrecord: missing"]]
+    for settings in ({"data_dir": str(tmp_path / "empty")}, {"data_dir": str(copy), "split": "x"}):
+        with pytest.raises(verification.NoManifest, match="manifest.json") as raised:
+            verification.verify(**settings)
+        assert raised.value.exit_code == errors.NOTHING_DONE == 2

@@ -12,6 +12,7 @@ import typing
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from tfrecords_tool import errors
 from tfrecords_tool import filesystems
@@ -70,8 +71,9 @@ def _parse_flags(argv):
 
 
 def call(function, *args):
-    """`function(*args)`'s exit status: its return value (None: OK), or a `ToolError`'s (and
-    OSError's) status after printing it as one `error: ...` line on stderr."""
+    """`function(*args)`'s exit status: its return value (None: OK), or a `ToolError`'s status
+    (OSError, a file system's tf.errors.OpError: NOTHING_DONE) after printing it as one
+    `error: ...` line on stderr."""
     try:
         return function(*args) or errors.OK
     except errors.ToolError as e:
@@ -80,6 +82,9 @@ def call(function, *args):
         return e.exit_code
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
+        return errors.NOTHING_DONE
+    except tf.errors.OpError as e:  # a file system's error: its message, not a traceback
+        print(f"error: {e.message}", file=sys.stderr)
         return errors.NOTHING_DONE
 
 

@@ -1,5 +1,8 @@
 """Bucket paths for every tool: gs:// is built into tf.io.gfile, s3:// comes from tensorflow-io.
 
+`atomic_write` is the one way files are written whole or not at all (shards, manifests,
+checkpoints, feature cache shards), on local disks and buckets alike.
+
 tensorflow-io 0.37.1, the last release for TF 2.16, aborts every process that used s3:// as it
 exits: "pure virtual method called", exit status 134 (tensorflow/io#2039; fixed upstream by
 tensorflow/io#2120, after that release). The AWS SDK is shut down by a C++ static destructor
@@ -43,6 +46,37 @@ def local_file(path):
         with tf.io.gfile.GFile(path, "rb") as source, open(local, "wb") as target:
             shutil.copyfileobj(source, target, 16 << 20)
         yield local
+
+
+@contextlib.contextmanager
+def atomic_write(path, temporary=None, local=False):
+    """Yields a temporary path to write `path`'s content to; when the block ends, the temporary
+    file is renamed to `path` (replacing it), so a reader or a rerun never finds half a file
+    under that name. If the block raises, the temporary file is removed and `path` is untouched.
+
+    `temporary` (default `{path}.incomplete`) must be in `path`'s directory: a rename within a
+    directory is atomic on local disks and a single copy on buckets. Writers that may race for
+    the same `path` pass distinct temporary names. `local=True` is for writers that open local
+    files only (h5py): for a bucket `path` the yielded path is in a local temporary directory
+    (same file name), copied to `temporary` when the block ends.
+    """
+    temporary = temporary or f"{path}.incomplete"
+    try:
+        if local and "://" in str(path):
+            with tempfile.TemporaryDirectory() as directory:
+                written = os.path.join(directory, posixpath.basename(path))
+                yield written
+                tf.io.gfile.copy(written, temporary, overwrite=True)
+        else:
+            yield temporary
+        tf.io.gfile.rename(temporary, path, overwrite=True)
+    except BaseException:
+        try:
+            if tf.io.gfile.exists(temporary):
+                tf.io.gfile.remove(temporary)
+        except tf.errors.OpError:  # the first error is the one to report
+            pass
+        raise
 
 
 def _status(exit_request):

@@ -15,12 +15,13 @@ from typing import NamedTuple
 from absl import logging
 import tensorflow as tf
 
+from tfrecords_tool import errors
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 
 TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
-class LabelFileError(ValueError):
+class LabelFileError(errors.ToolError, ValueError):
     """A label file or a class folder layout that cannot be used."""
 
 

@@ -13,6 +13,7 @@ import posixpath
 import tensorflow as tf
 
 import tfrecords_tool
+from tfrecords_tool import filesystems
 
 
 def write_json(path, value, writer=""):
@@ -20,10 +21,9 @@ def write_json(path, value, writer=""):
 
     Writers that may race for the same `path` pass distinct `writer` ids.
     """
-    temporary = f"{path}.incomplete{writer}"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write(json.dumps(value, indent=1) + "\n")
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    with filesystems.atomic_write(path, f"{path}.incomplete{writer}") as temporary:
+        with tf.io.gfile.GFile(temporary, "w") as f:
+            f.write(json.dumps(value, indent=1) + "\n")
 
 
 def read_json(path):

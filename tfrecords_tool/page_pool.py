@@ -27,6 +27,8 @@ import os
 import signal
 import time
 
+from tfrecords_tool import errors
+
 MAX_DEATHS_IN_A_ROW = 5
 STARTUP_TIMEOUT = 300  # seconds a replacement may take to start (the forkserver imports TF)
 _CHUNK = 16  # pages per message to a worker
@@ -34,7 +36,7 @@ _READY = "ready"
 _PR_SET_PDEATHSIG = 1
 
 
-class WorkersKeepDying(Exception):
+class WorkersKeepDying(errors.ToolError):
     """Decoding workers die one after another without finishing a page."""
 
 

@@ -49,12 +49,19 @@ def pixel_key(image_format):
     return RAW_KEY if image_format == "raw" else ENCODED_KEY
 
 
-def _bytes(value):
+def bytes_feature(value):
+    """A tf.train.Feature holding the one bytes value `value`."""
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
 
-def _int64(value):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+def int64_feature(value):
+    """A tf.train.Feature holding the one integer `value`."""
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def serialize_example(features):
+    """Serialized tf.train.Example of `features` ({key: tf.train.Feature})."""
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
 def encode_pixels(pixels, image_format, jpeg_quality=DEFAULT_JPEG_QUALITY):
@@ -75,15 +82,15 @@ def encode_pixels(pixels, image_format, jpeg_quality=DEFAULT_JPEG_QUALITY):
 def make_example(pixels, label, filename, image_format, jpeg_quality=DEFAULT_JPEG_QUALITY):
     """Serialized tf.train.Example for one grayscale page (uint8 HxW array)."""
     height, width = pixels.shape
-    return tf.train.Example(features=tf.train.Features(feature={
-        pixel_key(image_format): _bytes(encode_pixels(pixels, image_format, jpeg_quality)),
-        FORMAT_KEY: _bytes(image_format.encode()),
-        HEIGHT_KEY: _int64(height),
-        WIDTH_KEY: _int64(width),
-        CHANNELS_KEY: _int64(1),
-        LABEL_KEY: _int64(int(label)),
-        FILENAME_KEY: _bytes(filename.encode()),
-    })).SerializeToString()
+    return serialize_example({
+        pixel_key(image_format): bytes_feature(encode_pixels(pixels, image_format, jpeg_quality)),
+        FORMAT_KEY: bytes_feature(image_format.encode()),
+        HEIGHT_KEY: int64_feature(height),
+        WIDTH_KEY: int64_feature(width),
+        CHANNELS_KEY: int64_feature(1),
+        LABEL_KEY: int64_feature(label),
+        FILENAME_KEY: bytes_feature(filename.encode()),
+    })
 
 
 def decode_images(values, image_format, image_size):

@@ -1,122 +1,38 @@
-"""Checks converted shards against their manifests.
+"""Checks converted shards against their manifests: the command line of
+`tfrecords_tool.verification`.
 
   python -m tfrecords_tool.verify --data_dir=gs://bucket/rvl-224 [--split=val]
 
-Reads every record of every shard (TFRecord checksums verified), parses it and decodes its image,
-then compares per-shard record counts, the total and the class counts with
-`{split}-manifest.json` and reports shard files missing from or unknown to the manifest. Prints
-an OK line per split, or exits non-zero naming each problem.
+Prints an OK line per split, or each problem on stderr. Exit status 0; 1 when a split failed
+(the others are still checked); 2 when there is no manifest to check (tfrecords_tool.errors).
 """
-import posixpath
-import re
 import sys
 
-from absl import app
 from absl import flags
-import numpy as np
-import tensorflow as tf
 
-from tfrecords_tool import filesystems
-from tfrecords_tool import manifest
-from tfrecords_tool import records
-
-FLAGS = flags.FLAGS
-
-_BATCH = 256
-
-
-def shard_class_counts(path, image_size, image_format, num_classes):
-    """Per-class record counts of one shard; raises on a damaged or wrongly sized record."""
-    counts = np.zeros(num_classes, np.int64)
-    for batch in tf.data.TFRecordDataset(path).batch(_BATCH):
-        parsed = tf.io.parse_example(batch, records.FEATURES)
-        sizes = set(parsed[records.HEIGHT_KEY].numpy()) | set(parsed[records.WIDTH_KEY].numpy())
-        if sizes != {image_size}:
-            raise ValueError(f"image sides {sorted(sizes)}, manifest says {image_size}")
-        formats = {value.decode() for value in parsed[records.FORMAT_KEY].numpy()}
-        if formats != {image_format}:
-            raise ValueError(f"image formats {sorted(formats)}, manifest says {image_format}")
-        records.decode_images(parsed[records.pixel_key(image_format)], image_format, image_size)
-        labels = parsed[records.LABEL_KEY].numpy()
-        if labels.min() < 0 or labels.max() >= num_classes:
-            raise ValueError(f"labels outside 0..{num_classes - 1}")
-        counts += np.bincount(labels, minlength=num_classes)
-    return counts
-
-
-def verify_split(data_dir, split):
-    """(problems, manifest) of one split; no problems means every check passed."""
-    split_manifest = manifest.read_json(manifest.manifest_path(data_dir, split))
-    if split_manifest is None:
-        return [f"no readable {split}-manifest.json"], None
-    num_classes = len(split_manifest["class_names"])
-    listed = [shard["file"] for shard in split_manifest["shards"]]
-    pattern = posixpath.join(data_dir, f"{split}-?????-of-?????.tfrecord")
-    present = {posixpath.basename(path) for path in tf.io.gfile.glob(pattern)}
-    problems = [f"{file}: missing" for file in listed if file not in present]
-    problems += [f"{file}: not in the manifest" for file in sorted(present - set(listed))]
-    total = np.zeros(num_classes, np.int64)
-    for shard in split_manifest["shards"]:
-        if shard["file"] not in present:
-            continue
-        try:
-            counts = shard_class_counts(posixpath.join(data_dir, shard["file"]),
-                                        split_manifest["image_size"],
-                                        split_manifest["image_format"], num_classes)
-        except (tf.errors.OpError, ValueError) as e:
-            message = e.message if isinstance(e, tf.errors.OpError) else str(e)
-            # Drops TensorFlow's "{{function_node ...}}" prefix and "[Op:...]" suffix.
-            message = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", message.splitlines()[0]).strip()
-            problems.append(f"{shard['file']}: damaged: {message}")
-            continue
-        if counts.sum() != shard["num_records"]:
-            problems.append(f"{shard['file']}: {counts.sum()} records, "
-                            f"manifest says {shard['num_records']}")
-        total += counts
-    if not problems:
-        if total.sum() != split_manifest["num_records"]:
-            problems.append(f"{total.sum()} records in all, "
-                            f"manifest says {split_manifest['num_records']}")
-        for label, (found, listed_count) in enumerate(zip(total, split_manifest["class_counts"])):
-            if found != listed_count:
-                problems.append(f"class {label} ({split_manifest['class_names'][label]}): "
-                                f"{found} records, manifest says {listed_count}")
-    return problems, split_manifest
-
-
-def define_flags():
-    """Defines the CLI's flags: only when run as a program, so importing defines none."""
-    flags.DEFINE_string("data_dir", None, "The converter's --output_dir.")
-    flags.DEFINE_string("split", None, "Split to check; default: every split with a manifest.")
-    flags.mark_flag_as_required("data_dir")
+from tfrecords_tool import cli
+from tfrecords_tool import errors
+from tfrecords_tool import verification
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    filesystems.register(FLAGS.data_dir)
-    splits = [FLAGS.split] if FLAGS.split else sorted(
-        posixpath.basename(path)[:-len("-manifest.json")]
-        for path in tf.io.gfile.glob(posixpath.join(FLAGS.data_dir, "*-manifest.json")))
-    if not splits:
-        sys.exit(f"verify: error: no *-manifest.json in {FLAGS.data_dir}")
-    failed = 0
-    for split in splits:
-        problems, split_manifest = verify_split(FLAGS.data_dir, split)
+    cli.no_arguments(argv)
+    results = verification.verify(cli.from_flags(verification.VerifyConfig))
+    for split, problems, split_manifest in results:
         for problem in problems:
             print(f"verify: {split}: {problem}", file=sys.stderr)
-        if problems:
-            failed += 1
-        else:
+        if not problems:
             size = split_manifest["image_size"]
             print(f"OK {split}: {split_manifest['num_records']} records in "
                   f"{len(split_manifest['shards'])} shards, {size}x{size} "
                   f"{split_manifest['image_format']}, {len(split_manifest['skipped'])} pages "
                   "skipped at conversion")
+    failed = sum(bool(result.problems) for result in results)
     if failed:
-        sys.exit(f"verify: {failed} of {len(splits)} splits failed")
+        raise errors.SomeInputsFailed(f"{failed} of {len(results)} splits failed")
 
 
 if __name__ == "__main__":
-    define_flags()
-    filesystems.run(main)
+    cli.define_flags(verification.VerifyConfig)
+    flags.mark_flag_as_required("data_dir")
+    cli.run(main)

@@ -2,6 +2,8 @@
 from absl import logging
 import tensorflow as tf
 
+from tfrecords_tool import filesystems
+
 
 def shard_name(split, index, num_shards):
     """`{split}-{index:05d}-of-{num_shards:05d}`, the stem of a shard's files."""
@@ -16,25 +18,18 @@ def write_shard(path, results, num_classes):
     Returns the shard's num_records, class_counts, skipped pages (path, reason), and the pages
     written with decoder warnings or (kept) decoder errors (path, messages).
     """
-    temporary = path + ".incomplete"
     class_counts = [0] * num_classes
     listed = {"skipped": [], "decoder_warnings": [], "kept_with_decoder_errors": []}
-    try:
-        with tf.io.TFRecordWriter(temporary) as writer:
-            for page, converted in results:
-                if converted.example is None:
-                    logging.warning("skipped %s: %s", page.path, converted.skip_reason)
-                    listed["skipped"].append({"path": page.path, "reason": converted.skip_reason})
-                    continue
-                writer.write(converted.example)
-                class_counts[page.label] += 1
-                for key, messages in (("decoder_warnings", converted.warnings),
-                                      ("kept_with_decoder_errors", converted.errors)):
-                    if messages:
-                        listed[key].append({"path": page.path, "messages": list(messages)})
-        tf.io.gfile.rename(temporary, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(temporary):
-            tf.io.gfile.remove(temporary)
-        raise
+    with filesystems.atomic_write(path) as temporary, tf.io.TFRecordWriter(temporary) as writer:
+        for page, converted in results:
+            if converted.example is None:
+                logging.warning("skipped %s: %s", page.path, converted.skip_reason)
+                listed["skipped"].append({"path": page.path, "reason": converted.skip_reason})
+                continue
+            writer.write(converted.example)
+            class_counts[page.label] += 1
+            for key, messages in (("decoder_warnings", converted.warnings),
+                                  ("kept_with_decoder_errors", converted.errors)):
+                if messages:
+                    listed[key].append({"path": page.path, "messages": list(messages)})
     return {"num_records": sum(class_counts), "class_counts": class_counts, **listed}

@@ -20,6 +20,7 @@ import tf_keras as keras
 from absl import logging
 
 from tfrecords_tool import errors
+from tfrecords_tool import filesystems
 
 
 class Preempted(errors.ToolError):
@@ -224,14 +225,9 @@ def _save_atomically(save, path):
     path the file is written to a local temporary directory and copied up.
     """
     directory, name = path.rsplit("/", 1)
-    tmp = f"{directory}/.tmp-{name}"  # same extension, so the same file format
-    if "://" in path:
-        with tempfile.TemporaryDirectory() as local:
-            save(os.path.join(local, name))
-            tf.io.gfile.copy(os.path.join(local, name), tmp, overwrite=True)
-    else:
+    # same extension, so the same file format
+    with filesystems.atomic_write(path, f"{directory}/.tmp-{name}", local=True) as tmp:
         save(tmp)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief, keep_epochs=0,

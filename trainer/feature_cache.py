@@ -18,7 +18,13 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from tfrecords_tool import filesystems
+from tfrecords_tool.records import bytes_feature, int64_feature, serialize_example
 from trainer import data
+
+# The cache records' keys: the backbone's output (raw bytes) and the class id.
+FEATURES_KEY = "features"
+LABEL_KEY = "label"
 
 
 def why_not(model_name, augment, num_workers):
@@ -42,10 +48,8 @@ def cache_key(manifest, backbone):
 
 
 def _features_example(feature, label):
-    return tf.train.Example(features=tf.train.Features(feature={
-        "features": tf.train.Feature(bytes_list=tf.train.BytesList(value=[feature.tobytes()])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    })).SerializeToString()
+    return serialize_example({FEATURES_KEY: bytes_feature(feature.tobytes()),
+                              LABEL_KEY: int64_feature(label)})
 
 
 def build(backbone, files, cache_dir, image_size, image_format, batch_size):
@@ -61,11 +65,10 @@ def build(backbone, files, cache_dir, image_size, image_format, batch_size):
         records = data.image_dataset([source], image_size, image_format, batch_size, training=False)
         features = backbone.predict(records.map(lambda images, labels: images), verbose=0)
         labels = np.concatenate([labels.numpy() for _, labels in records])
-        tmp = f"{target}.tmp"
-        with tf.io.TFRecordWriter(tmp) as writer:
+        with filesystems.atomic_write(target, f"{target}.tmp") as tmp, \
+                tf.io.TFRecordWriter(tmp) as writer:
             for feature, label in zip(features, labels):
                 writer.write(_features_example(feature, label))
-        tf.io.gfile.rename(tmp, target, overwrite=True)
     return cache_files
 
 
@@ -77,13 +80,13 @@ def feature_spec(backbone):
 def dataset(cache_files, backbone, batch_size, training, **kwargs):
     """Batches of (features, labels) shaped like the backbone's output."""
     shape, dtype = feature_spec(backbone)
-    keys = {"features": tf.io.FixedLenFeature([], tf.string),
-            "label": tf.io.FixedLenFeature([], tf.int64)}
+    keys = {FEATURES_KEY: tf.io.FixedLenFeature([], tf.string),
+            LABEL_KEY: tf.io.FixedLenFeature([], tf.int64)}
 
     def parse(serialized):
         parsed = tf.io.parse_example(serialized, keys)
-        features = tf.reshape(tf.io.decode_raw(parsed["features"], dtype), [-1, *shape])
-        return features, tf.cast(parsed["label"], tf.int32)
+        features = tf.reshape(tf.io.decode_raw(parsed[FEATURES_KEY], dtype), [-1, *shape])
+        return features, tf.cast(parsed[LABEL_KEY], tf.int32)
 
     return data.make_dataset(cache_files, parse, batch_size, training, **kwargs)
 
