@@ -95,12 +95,17 @@ def test_confusion_matrix_png_and_tensorboard(trained_run, evaluation):  # noqa:
     assert scalars["f1/letter"] == pytest.approx(metrics["per_class"][0]["f1"])
 
 
-def test_missing_model_dir_and_split(trained_run, tmp_path):  # noqa: F811
-    result = run_module("trainer.evaluate", f"--model_dir={tmp_path / 'nope'}",
-                        f"--data_dir={trained_run.data_dir}", "--split=val")
-    assert result.returncode == 2
-    assert f"error: model dir {tmp_path / 'nope'} does not exist" in result.stderr
-    result = run_module("trainer.evaluate", f"--model_dir={trained_run.model_dir}",
-                        f"--data_dir={trained_run.data_dir}", "--split=test")
-    assert result.returncode == 2
-    assert "no manifest" in result.stderr and "test-manifest.json" in result.stderr
+def test_missing_model_dir_and_split(trained_run, tmp_path, capsys):  # noqa: F811
+    """In-process through cli.call: the exit status and `error:` line the command gives."""
+    from tfrecords_tool import cli
+    from trainer.evaluation import EvaluateConfig, evaluate
+
+    status = cli.call(evaluate, EvaluateConfig(model_dir=str(tmp_path / "nope"),
+                                               data_dir=str(trained_run.data_dir), split="val"))
+    assert status == 2
+    assert f"error: model dir {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+    status = cli.call(evaluate, EvaluateConfig(model_dir=str(trained_run.model_dir),
+                                               data_dir=str(trained_run.data_dir), split="test"))
+    assert status == 2
+    stderr = capsys.readouterr().err
+    assert "no manifest" in stderr and "test-manifest.json" in stderr

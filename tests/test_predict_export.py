@@ -188,17 +188,19 @@ def test_tiff_in_graph_export_agrees_with_predict(model, trained_run, tmp_path):
     assert "TIFF" in served["damaged_error"]
 
 
-def test_export_refuses_to_overwrite(trained_run, export_dir):  # noqa: F811
-    result = run_module("trainer.export", f"--model_dir={trained_run.model_dir}")
-    assert result.returncode == 2
-    assert f"{export_dir} exists" in result.stderr
+def test_export_refuses_to_overwrite(trained_run, export_dir, capsys):  # noqa: F811
+    from tfrecords_tool import cli
+    from trainer.serving import export
+
+    assert cli.call(lambda: export(model_dir=str(trained_run.model_dir))) == 2
+    assert f"error: {export_dir} exists" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("size", [32, 64, 128, 224])
 def test_serving_graph_resizes_pages_bit_for_bit_like_load_page(size):
     """export's in-graph reduce + bilinear passes vs Pillow's, on page shapes that take every
     branch: upscaling, no reduction, reduction on one axis only, uneven blocks at the edges."""
-    from trainer.export import decode_page  # pylint: disable=import-outside-toplevel
+    from trainer.serving import decode_page  # pylint: disable=import-outside-toplevel
 
     rng = np.random.default_rng(size)
     page = sample.render_page(3, rng, max_side=1000)

@@ -1,7 +1,7 @@
 """A briefly trained model on the sample, made once per session, and a CLI runner.
 
-The fixture goes through the real command lines: tfrecords_tool.convert, then trainer.main
-(model2, 32x32, random VGG16 weights, 2 epochs of 3 steps).
+The fixture goes through the library, in this process: tfrecords_tool.conversion.convert, then
+trainer.train (model2, 32x32, random VGG16 weights, 2 epochs of 3 steps).
 """
 import os
 import subprocess
@@ -39,15 +39,16 @@ def trained_run(sample_dir, tmp_path_factory):
     Test modules import this fixture, and pytest keeps one instance per importing module: the
     run lives at a fixed place in the session's temp dir so that it is made only once.
     """
+    from tfrecords_tool.conversion import convert
+    from trainer import TrainConfig, train
+
     root = tmp_path_factory.getbasetemp() / "trained_run"
     data_dir, model_dir = root / "data", root / "model"
     run = types.SimpleNamespace(sample_dir=sample_dir, data_dir=data_dir, model_dir=model_dir)
     if (model_dir / "final.keras").exists():
         return run
-    check(run_module("tfrecords_tool.convert", f"--labels={sample_dir / 'labels.txt'}",
-                     f"--images_dir={sample_dir / 'images'}", f"--output_dir={data_dir}",
-                     f"--image_size={IMAGE_SIZE}", "--val_fraction=0.2", "--workers=1"))
-    check(run_module("trainer.main", "--model=model2", "--weights=none", f"--data_dir={data_dir}",
-                     f"--model_dir={model_dir}", "--epochs=2", "--steps_per_epoch=3",
-                     "--batch_size=16"))
+    convert(labels=str(sample_dir / "labels.txt"), images_dir=str(sample_dir / "images"),
+            output_dir=str(data_dir), image_size=IMAGE_SIZE, val_fraction=0.2, workers=0)
+    train(TrainConfig(model="model2", weights="none", data_dir=str(data_dir),
+                      model_dir=str(model_dir), epochs=2, steps_per_epoch=3, batch_size=16))
     return run

@@ -293,11 +293,6 @@ def scalars(event_dir, tag):
             read_events(event_dir).get(tag, [])]
 
 
-def _convert_args(labels, images_dir, out_dir, image_size):
-    return [f"--labels={labels}", f"--images_dir={images_dir}", f"--output_dir={out_dir}",
-            f"--image_size={image_size}", "--val_fraction=0.25", "--num_shards=2", "--workers=1"]
-
-
 SIZES = (32, 64, 128)
 SMALL_SIZES = (128,)  # converted from half the pages (6 per class): model1's VGG16 at 128 px
 
@@ -306,9 +301,10 @@ SMALL_SIZES = (128,)  # converted from half the pages (6 per class): model1's VG
 def trainer_data(tmp_path_factory):
     """`trainer_data(size)` -> data dir with `train` and `val` splits (75/25, two shards each)
     of a generated 16-class sample at size x size: 144/48 pages at 32 and 64 px, 72/24 pages at
-    128 px. All sizes are converted at once (in parallel) on first use, once per session.
-    `.sample` is the sample's root."""
+    128 px. All sizes are converted on first use, once per session. `.sample` is the sample's
+    root."""
     from tfrecords_tool import sample
+    from tfrecords_tool.conversion import convert
 
     root = tmp_path_factory.mktemp("trainer_data")
     sample.generate(root / "sample", pages_per_class=PAGES_PER_CLASS, seed=0, max_side=400)
@@ -316,12 +312,11 @@ def trainer_data(tmp_path_factory):
     small = [line for line in lines if int(line.rsplit("_", 1)[1].split(".")[0]) < PAGES_PER_CLASS // 2]
     assert len(small) == len(lines) // 2
     (root / "sample" / "labels_small.txt").write_text("\n".join(small) + "\n")
-    procs = [Proc("tfrecords_tool.convert", _convert_args(
-        root / "sample" / ("labels_small.txt" if size in SMALL_SIZES else "labels.txt"),
-        root / "sample" / "images", root / f"data{size}", size), log_dir=root / "logs")
-        for size in SIZES]
-    for proc in procs:
-        proc.wait(180).check()
+    for size in SIZES:
+        convert(labels=str(root / "sample" / ("labels_small.txt" if size in SMALL_SIZES
+                                              else "labels.txt")),
+                images_dir=str(root / "sample" / "images"), output_dir=str(root / f"data{size}"),
+                image_size=size, val_fraction=0.25, num_shards=2, workers=0)
 
     def get(size):
         assert size in SIZES, size
