@@ -1,5 +1,6 @@
-"""Distributed training as real processes: two logical CPU replicas (MirroredStrategy) train like
-one device, and a two-process MultiWorkerMirroredStrategy cluster on localhost completes."""
+"""Distributed training: two logical CPU replicas (MirroredStrategy, in-process: conftest.py
+splits the CPU) train like one device, and a two-process MultiWorkerMirroredStrategy cluster on
+localhost (real processes) completes."""
 import json
 import shutil
 import time
@@ -7,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from trainer_fixtures import (base_args, clean_env, epochs_from_output, free_ports, run_all,
-                              scalars, start_trainer)
+from trainer_fixtures import (base_args, clean_env, epochs_from_output, free_ports, scalars,
+                              start_trainer, train_here)
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
 
@@ -25,7 +26,7 @@ def replica_runs(trainer_data, tmp_path_factory):  # noqa: F811
         "two_cached": base_args(trainer_data(32), tmp / "two_cached", *same, "--cpu_replicas=2",
                                 epochs=2),
     }
-    procs = run_all(list(runs.values()), timeout=240, parallel=3)
+    procs = [train_here(*args) for args in runs.values()]
     yield {name: (proc, tmp / name) for name, proc in zip(runs, procs)}
     shutil.rmtree(tmp, ignore_errors=True)
 

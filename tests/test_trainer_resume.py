@@ -1,5 +1,6 @@
-"""Reliability of `python -m trainer.main` as real processes: kill -9 and SIGTERM, then the same
-command resumes; damaged shards, NaN losses and finished runs give clear outcomes."""
+"""Reliability of `python -m trainer.main`: kill -9 and SIGTERM on real processes, then the same
+command resumes; damaged shards, NaN losses and finished runs (in-process, `train_here`) give
+clear outcomes."""
 import collections
 import shutil
 import signal
@@ -9,8 +10,8 @@ import h5py
 import numpy as np
 import pytest
 
-from trainer_fixtures import (base_args, epoch_headers, epochs_from_output, run_trainer, scalars,
-                              start_trainer, wait_for)
+from trainer_fixtures import (base_args, epoch_headers, epochs_from_output, scalars,
+                              start_trainer, train_here, wait_for)
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
 EPOCHS = 3
@@ -82,7 +83,7 @@ def test_kill9_mid_epoch_then_the_same_command_resumes(trainer_data, tmp_path): 
     assert not _checkpoint(model_dir, 3).exists(), "killed too late: epoch 3 had finished"
     before = {e: _stamp(_checkpoint(model_dir, e)) for e in (1, 2)}
 
-    again = run_trainer(*args, timeout=240, log_dir=tmp_path / "logs")
+    again = train_here(*args)  # the rerun: in-process (no process boundary under test)
     _finished(again, model_dir)
     assert epoch_headers(again.stdout) == [3], again.tail()   # not from epoch 1
     assert [e for e, _ in epochs_from_output(again.stdout)] == [3]
@@ -107,7 +108,7 @@ def test_kill9_while_saving_an_epoch_leaves_no_broken_checkpoint(trainer_data, t
         proc.kill()
     for path in (model_dir / "checkpoints").glob("epoch-*.weights.h5"):
         assert _loadable(path), path
-    again = run_trainer(*args, "--learning_rate=2e-3", timeout=240, log_dir=tmp_path / "logs")
+    again = train_here(*args, "--learning_rate=2e-3")
     _finished(again, model_dir)
     resumed_at = epoch_headers(again.stdout)[0]
     assert resumed_at in (2, 3), again.tail()
@@ -137,7 +138,7 @@ def test_sigterm_saves_state_exits_143_and_resumes(trainer_data, tmp_path):  # n
     assert not (model_dir / "final.keras").exists()
     epoch_one = _stamp(_checkpoint(model_dir, 1))
 
-    again = run_trainer(*args, timeout=240, log_dir=tmp_path / "logs")
+    again = train_here(*args)  # the rerun: in-process (no process boundary under test)
     _finished(again, model_dir)
     assert epoch_headers(again.stdout)[0] >= 2, again.tail()
     assert _stamp(_checkpoint(model_dir, 1)) == epoch_one
@@ -154,7 +155,7 @@ def test_damaged_shard_is_named_in_a_clear_error(trainer_data, tmp_path, cache):
     damaged[middle:middle + 64] = bytes(b ^ 0xFF for b in damaged[middle:middle + 64])
     shard.write_bytes(bytes(damaged))
 
-    proc = run_trainer(*base_args(data_dir, tmp_path / "run", f"--{cache}", epochs=2), timeout=180)
+    proc = train_here(*base_args(data_dir, tmp_path / "run", f"--{cache}", epochs=2))
     assert proc.returncode == 2, proc.tail()
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, proc.tail()
@@ -171,7 +172,7 @@ def test_damaged_shard_is_named_in_a_clear_error(trainer_data, tmp_path, cache):
 def finished_run(trainer_data, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp("finished")
     args = base_args(trainer_data(32), root / "run", epochs=2)
-    run_trainer(*args, timeout=240).check(0)
+    train_here(*args).check(0)
     return root / "run", args, trainer_data(32)
 
 
@@ -184,7 +185,7 @@ def _stamps(model_dir):
 def test_rerun_after_completion_says_finished_and_does_not_train(finished_run):
     model_dir, args, _ = finished_run
     before = _stamps(model_dir)
-    proc = run_trainer(*args, timeout=120).check(0)
+    proc = train_here(*args).check(0)
     assert "training already finished" in proc.stdout and "final.keras" in proc.stdout
     assert "Epoch" not in proc.stdout
     assert _stamps(model_dir) == before
@@ -213,7 +214,7 @@ def test_nan_loss_stops_with_exit_3_and_keeps_the_checkpoints(finished_run, tmp_
     shutil.copytree(finished_run[0], model_dir)
     before = _stamps(model_dir)
     args = base_args(finished_run[2], model_dir, "--overwrite", *how, epochs=2)
-    proc = run_trainer(*args, timeout=180)
+    proc = train_here(*args)
     assert proc.returncode == 3, proc.tail()
     assert "error:" in proc.stderr and ("nan" in proc.stderr or "non-finite" in proc.stderr)
     assert "Traceback" not in proc.stderr, proc.tail()
