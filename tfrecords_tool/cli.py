@@ -72,7 +72,9 @@ def _parse_flags(argv):
 def _tool_name():
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return spec.name if spec else "tool"
+    if not spec:
+        return "tool"
+    return spec.name[:-len(".__main__")] if spec.name.endswith(".__main__") else spec.name
 
 
 def run(main):
