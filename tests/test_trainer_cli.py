@@ -11,7 +11,7 @@ from trainer_fixtures import (base_args, epochs_from_output, read_events, run_al
                               scalars)
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
-SPEC_COUNTS = {  # SPEC.md, 224x224 input, 16 classes: total, trainable, non-trainable
+SPEC_COUNTS = {  # docs/models.md, 224x224 input, 16 classes: total, trainable, non-trainable
     "model1": "model1: total 15,063,664; trainable 348,976; non-trainable 14,714,688",
     "model2": "model2: total 17,935,376; trainable 3,220,688; non-trainable 14,714,688",
     "model3": "model3: total 17,935,376; trainable 12,659,920; non-trainable 5,275,456",
