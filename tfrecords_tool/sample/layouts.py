@@ -1,7 +1,6 @@
 """The 16 page layouts, one per class (LAYOUTS[class_id]), and each class's page size.
 
-Each layout draws on a `Page`; randomness comes only from p.rng. Text is drawn as dark
-word-sized bars (headings with Pillow's built-in font).
+Each layout draws on a `Page`; randomness comes only from p.rng.
 """
 import numpy as np
 
