@@ -1,5 +1,6 @@
-"""Tests for trainer.models: architectures of SPEC.md, weights files, preprocessing, feature-cache
-split, model3's two learning rates, checkpoints and saving. Small images except for the counts."""
+"""Tests for trainer.models: architectures of docs/models.md, weights files, preprocessing,
+feature-cache split, model3's two learning rates, checkpoints and saving. Small images except for
+the counts."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,7 +11,7 @@ from trainer.models import (
     split_backbone_head,
 )
 
-SPEC_COUNTS = {  # total, trainable, non-trainable at 224x224, 16 classes
+SPEC_COUNTS = {  # docs/models.md: total, trainable, non-trainable at 224x224, 16 classes
     "model1": (15_063_664, 348_976, 14_714_688),
     "model2": (17_935_376, 3_220_688, 14_714_688),
     "model3": (17_935_376, 12_659_920, 5_275_456),

@@ -244,6 +244,9 @@ def test_cli(tmp_path):
 
 
 def test_cli_requires_output_dir():
+    """A usage error: one line naming the tool and exit status 2 (tfrecords_tool.errors)."""
     proc = _run_cli("--pages_per_class=1")
     assert proc.returncode != 0
     assert "output_dir" in proc.stderr
+    assert proc.returncode == 2
+    assert "tfrecords_tool.sample: error: --output_dir is required" in proc.stderr.splitlines()

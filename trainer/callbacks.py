@@ -197,7 +197,7 @@ class GradientHistograms(keras.callbacks.Callback):
 
 
 class ReferenceStopping(keras.callbacks.Callback):
-    """SPEC.md's reference stopping rule, checked after each epoch: stop when
+    """The reference stopping rule (docs/models.md), checked after each epoch: stop when
     val_loss - loss > `gap` (default 0.25), or when the latest val_accuracy is lower than each of
     the `patience` (default 3) before it."""
 

@@ -22,7 +22,7 @@ THRESHOLDS = {
     "vanishing_ratio": 1e-2,
     # exploding_gradients: a layer's gradient norm above this many times its first logged value.
     "exploding_growth": 1e3,
-    # overfitting: the reference rule (SPEC.md).
+    # overfitting: the reference rule (docs/models.md, "The reference stopping rule").
     "overfit_gap": 0.25,
     "falling_patience": 3,
     # dead_units: share of a head ReLU layer's units dead at the last logged epoch above

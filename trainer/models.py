@@ -1,4 +1,4 @@
-"""The three VGG16 transfer-learning models of SPEC.md (Keras 2 via tf_keras).
+"""The three VGG16 transfer-learning models of docs/models.md (Keras 2 via tf_keras).
 
 Every model takes uint8 grayscale images [S, S, 1] and does the VGG16 preprocessing itself
 (so it runs on the accelerator), then:
