@@ -70,7 +70,7 @@ class ConvertConfig:
                                   lower_bound=1)
     image_format: str = cli.setting(
         "raw", "How pixels are stored: raw uint8 under image/raw (fastest to train from), png "
-        "(lossless) or jpeg (smallest, lossy) under image/encoded (README: record schema).",
+        "(lossless) or jpeg (smallest, lossy) under image/encoded (docs/data.md: the records).",
         choices=records.IMAGE_FORMATS)
     jpeg_quality: int = cli.setting(records.DEFAULT_JPEG_QUALITY,
                                     "JPEG quality of --image_format=jpeg.", lower_bound=1,
