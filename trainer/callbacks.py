@@ -9,6 +9,8 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from trainer import compat
+
 
 STATS_GROUP = "layer_stats"  # TensorBoard tag group: layer_stats/<statistic>/<layer path>
 STATISTICS = ("gradient_norm", "weight_norm", "update_ratio", "dead_units")
@@ -35,15 +37,6 @@ def head_relu_layers(model):
     """The model's own (not nested) layers with a ReLU activation."""
     return [layer for layer in model.layers if not isinstance(layer, keras.Model)
             and getattr(layer, "activation", None) is keras.activations.relu]
-
-
-def _output_in(model, layer):
-    """`layer`'s output in `model`'s graph: a layer shared by two models (the feature cache's
-    head and the full model) has one output per call, and `layer.output` is its first."""
-    for i in range(len(layer.inbound_nodes)):
-        if f"{layer.name}_ib-{i}" in model._network_nodes:  # pylint: disable=protected-access
-            return layer.get_output_at(i)
-    return layer.output
 
 
 class GradientHistograms(keras.callbacks.Callback):
@@ -93,7 +86,7 @@ class GradientHistograms(keras.callbacks.Callback):
         scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 
         relu_layers = head_relu_layers(model)
-        activations = keras.Model(model.inputs, [_output_in(model, layer) for layer in relu_layers])
+        activations = keras.Model(model.inputs, [compat.layer_output_in(model, layer) for layer in relu_layers])
 
         def positive_counts(images):
             outputs = activations(images, training=False) if relu_layers else []
@@ -279,8 +272,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 def _current_lr(optimizer):
     """The rate of the optimizer's next step, as Keras's TensorBoard callback logs a schedule's
     (`optimizer.learning_rate` would give the rate of its latest step)."""
+    rate = compat.learning_rate_setting(optimizer)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
-    rate = optimizer._learning_rate  # pylint: disable=protected-access
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
         rate = rate(optimizer.iterations)
     return float(keras.backend.get_value(rate))
