@@ -2,6 +2,7 @@
 import pytest
 import tf_keras as keras
 
+from trainer import compat
 from trainer.schedule import WarmupThenDecay, learning_rate
 
 
@@ -36,3 +37,19 @@ def test_round_trips_through_keras_serialization():
 def test_unknown_decay_is_refused():
     with pytest.raises(ValueError, match="decay must be one of"):
         WarmupThenDecay(1e-3, 10, decay="linear")
+
+
+def test_is_keras_cosine_decay_and_survives_a_saved_optimizer(tmp_path):
+    import numpy as np
+
+    schedule = WarmupThenDecay(1e-2, total_steps=20, warmup_steps=3)
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="mse")
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=2, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    restored = keras.models.load_model(tmp_path / "m.keras")
+    rate = compat.learning_rate_setting(restored.optimizer)  # what LearningRateLogger reads
+    assert isinstance(rate, WarmupThenDecay) and rate.get_config() == schedule.get_config()
+    assert int(restored.optimizer.iterations) == 4
+    assert float(rate(restored.optimizer.iterations)) == pytest.approx(float(schedule(4)))
