@@ -89,7 +89,7 @@ def _run_self(*args):
 
 def _layer_stats(log_dir):
     """{statistic: {layer: {step: value}}} as the report reads them."""
-    from trainer.report import read_layer_stats
+    from trainer.reporting import read_layer_stats
 
     return read_layer_stats(os.path.join(log_dir, "gradients"))
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from trainer import compat
-from trainer.report import read_events
+from trainer.reporting import read_events
 
 
 def _tiny_model(seed=0):
