@@ -85,3 +85,28 @@ def test_empty_or_missing_runs_dir(tmp_path):
         reporting.report(reporting.ReportConfig(runs=str(runs), output=str(tmp_path / "out")))
     assert raised.value.exit_code == 2 and str(runs) in str(raised.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_weight_histograms_from_the_keras_tensorboard_callback(tmp_path):
+    """What main.py's TensorBoard(histogram_freq=...) writes is read as `weights/...` panels:
+    the trainable layers' variables only (Keras logs frozen and non-trainable ones too)."""
+    import numpy as np
+    import tf_keras as keras
+
+    model_dir = tmp_path / "runs" / "tiny"
+    frozen = keras.layers.Dense(4, name="frozen", trainable=False)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(frozen(inputs)))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=2, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(str(model_dir / "logs"), histogram_freq=1, write_graph=False)])
+    (model_dir / "run.json").write_text(json.dumps({"trainable_layers": ["predictions"]}))
+
+    run = reporting.load_run(str(model_dir))
+    assert sorted(run["histograms"]) == ["weights/predictions/bias", "weights/predictions/kernel"]
+    for series in run["histograms"].values():
+        assert sorted(series) == [0, 1] and all(h.shape[1] == 3 for h in series.values())
+    kernel = run["histograms"]["weights/predictions/kernel"][1]
+    assert kernel[:, 2].sum() == 8  # 4 x 2 values counted
+    result = reporting.report(runs=str(tmp_path / "runs"), output=str(tmp_path / "report"))
+    assert f"{tmp_path / 'report'}/tiny-weights.png" in result.paths

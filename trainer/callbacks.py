@@ -1,5 +1,6 @@
-"""Training callbacks: per-layer gradient/weight histograms and statistics, the reference
-stopping rule, learning-rate logging and epoch timing."""
+"""Training callbacks: per-layer gradient histograms and statistics, the reference stopping
+rule, learning-rate logging and epoch timing. (Weight histograms: the Keras TensorBoard
+callback's `histogram_freq`.)"""
 import time
 
 import os
@@ -40,9 +41,8 @@ def head_relu_layers(model):
 
 
 class GradientHistograms(keras.callbacks.Callback):
-    """Every `freq` epochs, writes TensorBoard histograms of the loss gradient and of the value
-    of every trainable variable (`gradients/<layer>/<var>`, `weights/<layer>/<var>`), the
-    scalar `gradients/global_norm`, and per trainable layer (kernel and bias together) the
+    """Every `freq` epochs, writes TensorBoard histograms of the loss gradient of every
+    trainable variable (`gradients/<layer>/<var>`), the scalar `gradients/global_norm`, and per trainable layer (kernel and bias together) the
     scalars `layer_stats/<statistic>/<layer path>`, to `log_dir/gradients`, at step = epoch:
 
     - gradient_norm: L2 norm of the layer's loss gradient on the fixed batch;
@@ -58,6 +58,10 @@ class GradientHistograms(keras.callbacks.Callback):
     this callback, only the one with `is_chief` writes). Under mixed_float16 the loss is scaled
     and the gradients unscaled with the model's LossScaleOptimizer; gradients are float32.
     The loss is the compiled one (`model.loss`) plus regularization losses.
+
+    The weights' histograms are the Keras TensorBoard callback's (`histogram_freq=N`:
+    `<variable name>_0/histogram` in `log_dir/train`, every weight, at epochs 0, N, 2N, ...;
+    this callback logs at epochs N-1, 2N-1, ..., the same ones when N is 1).
     """
 
     def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True):
@@ -155,7 +159,6 @@ class GradientHistograms(keras.callbacks.Callback):
         with self._writer.as_default(step=epoch), tf.summary.record_if(True):
             for g, v in zip(grads, self.model.trainable_variables):
                 tf.summary.histogram(f"gradients/{_tag(v)}", g)
-                tf.summary.histogram(f"weights/{_tag(v)}", tf.cast(v, tf.float32))
             tf.summary.scalar("gradients/global_norm", tf.linalg.global_norm(grads))
             for statistic, layers in stats.items():
                 for path, value in layers.items():

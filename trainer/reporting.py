@@ -94,6 +94,28 @@ def read_layer_stats(directory, events=None):
     return stats
 
 
+KERAS_WEIGHT_HISTOGRAM = re.compile(r"^(?P<variable>.+)_\d+/histogram$")
+
+
+def weight_histograms(events, trainable_layers=None):
+    """{"weights/<layer>/<variable>": {step: [k, 3] array}} from the weight histograms the Keras
+    TensorBoard callback writes with `histogram_freq` (tag `<variable name, ':' as '_'>/histogram`,
+    e.g. `block5_conv1/kernel_0/histogram`, in logs/train; `events` = read_events of that dir).
+    Keras logs every weight, frozen and non-trainable ones included; with `trainable_layers`
+    (run.json's layer paths, nested ones as 'vgg16/block5_conv1') only those layers' are kept,
+    the variables GradientHistograms has gradients of."""
+    keep = None if not trainable_layers else {path.rsplit("/", 1)[-1] for path in trainable_layers}
+    out = {}
+    for tag, series in events.items():
+        match = KERAS_WEIGHT_HISTOGRAM.match(tag)
+        if not match or np.ndim(next(iter(series.values()))) != 2:
+            continue
+        variable = match.group("variable")
+        if keep is None or variable.split("/", 1)[0] in keep:
+            out[f"weights/{variable}"] = series
+    return out
+
+
 def _read_json(path):
     if not tf.io.gfile.exists(path):
         return None
@@ -135,11 +157,15 @@ def load_run(model_dir):
     gradients_dir = f"{model_dir}/logs/gradients"
     events = read_events(gradients_dir) if tf.io.gfile.isdir(gradients_dir) else {}
     stats = read_layer_stats(gradients_dir, events)
+    train_dir = f"{model_dir}/logs/train"
+    weights = weight_histograms(read_events(train_dir) if tf.io.gfile.isdir(train_dir) else {},
+                                run_info.get("trainable_layers"))
     num_classes = run_info.get("num_classes") or (len(class_names) if class_names else 16)
     return {"model_dir": model_dir, "history": history, "info": run_info,
             "best": _read_json(f"{model_dir}/best.json"), "evaluations": evaluations,
-            "layer_stats": stats, "histograms": {t: v for t, v in events.items()
-                                                 if np.ndim(next(iter(v.values()))) == 2},
+            "layer_stats": stats, "histograms": {**{t: v for t, v in events.items()
+                                                    if np.ndim(next(iter(v.values()))) == 2},
+                                                 **weights},
             "diagnoses": diagnose.diagnose(history, stats, num_classes,
                                            run_info.get("trainable_layers", ()))}
 
