@@ -53,3 +53,29 @@ def test_is_keras_cosine_decay_and_survives_a_saved_optimizer(tmp_path):
     assert isinstance(rate, WarmupThenDecay) and rate.get_config() == schedule.get_config()
     assert int(restored.optimizer.iterations) == 4
     assert float(rate(restored.optimizer.iterations)) == pytest.approx(float(schedule(4)))
+
+
+def _old_formula(peak, total_steps, warmup_steps, decay, step):
+    """The schedule as written before it became Keras's CosineDecay (float32, as it ran)."""
+    import math
+
+    import tensorflow as tf
+
+    step = tf.cast(step, tf.float32)
+    warming = peak * tf.minimum((step + 1.0) / float(max(warmup_steps, 1)), 1.0)
+    if decay == "constant":
+        after = tf.constant(peak)
+    else:
+        span = float(max(total_steps - warmup_steps, 1))
+        progress = tf.clip_by_value((step - warmup_steps) / span, 0.0, 1.0)
+        after = peak * 0.5 * (1.0 + tf.cos(math.pi * progress))
+    return float(tf.where(step < warmup_steps, warming, after))
+
+
+@pytest.mark.parametrize("peak,total,warmup", [(1e-3, 104, 4), (1e-5, 10, 2), (2e-3, 10, 0),
+                                                (3e-4, 300, 100), (1e-3, 5, 10), (1e-3, 1, 0)])
+@pytest.mark.parametrize("decay", ["cosine", "constant"])
+def test_every_step_equals_the_old_formula(peak, total, warmup, decay):
+    schedule = WarmupThenDecay(peak, total, warmup, decay)
+    steps = range(total + 20)
+    assert _rates(schedule, steps) == [_old_formula(peak, total, warmup, decay, s) for s in steps]
