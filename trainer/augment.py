@@ -57,7 +57,8 @@ class RandomPageTransform(compat.base_random_layer()):
         self.seed = seed
 
     def _uniform(self, batch, limit):
-        return compat.random_generator(self).random_uniform([batch], -limit, limit, dtype=tf.float32)
+        return compat.random_generator(self).random_uniform([batch], -limit, limit,
+                                                            dtype=tf.float32)
 
     def call(self, images, training=None):
         images = tf.cast(images, self.compute_dtype)

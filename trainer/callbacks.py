@@ -42,8 +42,9 @@ def head_relu_layers(model):
 
 class GradientHistograms(keras.callbacks.Callback):
     """Every `freq` epochs, writes TensorBoard histograms of the loss gradient of every
-    trainable variable (`gradients/<layer>/<var>`), the scalar `gradients/global_norm`, and per trainable layer (kernel and bias together) the
-    scalars `layer_stats/<statistic>/<layer path>`, to `log_dir/gradients`, at step = epoch:
+    trainable variable (`gradients/<layer>/<var>`), the scalar `gradients/global_norm`, and per
+    trainable layer (kernel and bias together) the scalars `layer_stats/<statistic>/<layer
+    path>`, to `log_dir/gradients`, at step = epoch:
 
     - gradient_norm: L2 norm of the layer's loss gradient on the fixed batch;
     - weight_norm: L2 norm of its weights;
@@ -90,7 +91,8 @@ class GradientHistograms(keras.callbacks.Callback):
         scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 
         relu_layers = head_relu_layers(model)
-        activations = keras.Model(model.inputs, [compat.layer_output_in(model, layer) for layer in relu_layers])
+        activations = keras.Model(model.inputs,
+                                  [compat.layer_output_in(model, layer) for layer in relu_layers])
 
         def positive_counts(images):
             outputs = activations(images, training=False) if relu_layers else []

@@ -37,7 +37,8 @@ def autograph_skip_tf_keras():
     from tensorflow.python.autograph.core import config  # pylint: disable=import-outside-toplevel
 
     if not any(getattr(rule, "_prefix", None) == "tf_keras" for rule in config.CONVERSION_RULES):
-        config.CONVERSION_RULES = (config.DoNotConvert("tf_keras"),) + tuple(config.CONVERSION_RULES)
+        config.CONVERSION_RULES = ((config.DoNotConvert("tf_keras"),)
+                                   + tuple(config.CONVERSION_RULES))
 
 
 # ---------------------------------------------------------------------------------------------
