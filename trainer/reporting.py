@@ -11,12 +11,12 @@ evaluation, and the gradient histograms (GradientHistograms, logs/gradients) and
 histograms (the Keras TensorBoard callback's `histogram_freq`, logs/train). report.json holds
 the table and every run's diagnosis as codes with their evidence.
 """
+import dataclasses
 import html
 import json
 import logging
 import math
 import os
-import dataclasses
 import re
 import typing
 
