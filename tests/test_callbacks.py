@@ -89,7 +89,7 @@ def _run_self(*args):
 
 def _layer_stats(log_dir):
     """{statistic: {layer: {step: value}}} as the report reads them."""
-    from trainer.report import read_layer_stats
+    from trainer.reporting import read_layer_stats
 
     return read_layer_stats(os.path.join(log_dir, "gradients"))
 
@@ -101,6 +101,10 @@ def test_gradient_histograms_mirrored(tmp_path, policy):
         info = json.load(f)
     assert info["replicas"] == 2
     events = _read_events(str(tmp_path / "logs" / "gradients"))
+    # weights: the Keras TensorBoard callback's histogram_freq, as trainer.main passes it
+    events.update({f"weights/{tag[:-len('_0/histogram')]}": steps for tag, steps
+                   in _read_events(str(tmp_path / "logs" / "train")).items()
+                   if tag.endswith("_0/histogram")})
     # model3: 4 fine-tuned VGG convs + conv_fc1 + conv_fc2 + predictions, kernel and bias each
     assert len(info["variables"]) == 14
     assert "block5_conv1/kernel" in info["variables"] and "conv_fc1/kernel" in info["variables"]
@@ -211,7 +215,10 @@ def _train_with_histograms(policy, out_dir):
         compile_model(model, keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-5))
     callback = GradientHistograms(os.path.join(out_dir, "logs"), (images[:8], labels[:8]),
                                   strategy, freq=1, is_chief=True)
-    model.fit(images, labels, batch_size=8, epochs=2, callbacks=[callback], verbose=0)
+    tensorboard = keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=1,
+                                              write_graph=False, profile_batch=0)
+    model.fit(images, labels, batch_size=8, epochs=2, callbacks=[callback, tensorboard],
+              verbose=0)
     # the same gradient without distribution (weights are those of the last on_epoch_end)
     with tf.GradientTape() as tape:
         loss = keras.losses.sparse_categorical_crossentropy(labels[:8], model(images[:8]))

@@ -7,7 +7,7 @@ import pytest
 
 from model3_runs import EPOCHS, model3_runs  # noqa: F401
 from trainer import diagnose
-from trainer.report import load_run
+from trainer.reporting import load_run
 
 T = diagnose.THRESHOLDS
 

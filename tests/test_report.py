@@ -1,14 +1,17 @@
-"""trainer.report: the comparison page and report.json of real runs (model2 and the two model3
-runs) match their history.json / metrics.json."""
+"""trainer.reporting (the library behind `python -m trainer.report`): the comparison page and
+report.json of real runs (model2 and the two model3 runs) match their history.json /
+metrics.json. The command line itself runs once, for its exit status and error line."""
 import html
 import json
 import re
 import shutil
 
+import pytest
 from PIL import Image
 
 from model3_runs import model3_runs  # noqa: F401
-from trained_run import check, run_module, trained_run  # noqa: F401
+from trained_run import run_module, trained_run  # noqa: F401
+from trainer import reporting
 
 
 def test_comparison_of_three_runs(trained_run, model3_runs, tmp_path):  # noqa: F811
@@ -17,10 +20,12 @@ def test_comparison_of_three_runs(trained_run, model3_runs, tmp_path):  # noqa: 
     shutil.copytree(trained_run.model_dir, runs / "model2", ignore=shutil.ignore_patterns(
         "feature_cache", "backup", "checkpoints", "*.keras", "eval-*"))  # no evaluation
     output = tmp_path / "report"
-    check(run_module("trainer.report", f"--runs={runs}", f"--output={output}"))
+    result = reporting.report(runs=str(runs), output=str(output))
 
     index = (output / "index.html").read_text()
     record = json.loads((output / "report.json").read_text())
+    assert result.paths[-2:] == [f"{output}/index.html", f"{output}/report.json"]
+    assert [r["run"] for r in result.record["runs"]] == [r["run"] for r in record["runs"]]
     names = ["model2", "recommended", "reference"]
     assert [r["run"] for r in record["runs"]] == names
     for row in record["runs"]:
@@ -69,9 +74,39 @@ def test_comparison_of_three_runs(trained_run, model3_runs, tmp_path):  # noqa: 
 
 def test_empty_or_missing_runs_dir(tmp_path):
     (tmp_path / "empty" / "nothing").mkdir(parents=True)
-    for runs, message in ((tmp_path / "empty", "no runs under"),
-                          (tmp_path / "missing", "does not exist")):
-        result = run_module("trainer.report", f"--runs={runs}", f"--output={tmp_path / 'out'}")
-        assert result.returncode == 2
-        assert message in result.stderr and str(runs) in result.stderr
+    # the command line: exit status and the one error line
+    runs = tmp_path / "empty"
+    result = run_module("trainer.report", f"--runs={runs}", f"--output={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert "no runs under" in result.stderr and str(runs) in result.stderr
+    # the library: the same error, raised
+    runs = tmp_path / "missing"
+    with pytest.raises(reporting.ReportError, match="does not exist") as raised:
+        reporting.report(reporting.ReportConfig(runs=str(runs), output=str(tmp_path / "out")))
+    assert raised.value.exit_code == 2 and str(runs) in str(raised.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_weight_histograms_from_the_keras_tensorboard_callback(tmp_path):
+    """What main.py's TensorBoard(histogram_freq=...) writes is read as `weights/...` panels:
+    the trainable layers' variables only (Keras logs frozen and non-trainable ones too)."""
+    import numpy as np
+    import tf_keras as keras
+
+    model_dir = tmp_path / "runs" / "tiny"
+    frozen = keras.layers.Dense(4, name="frozen", trainable=False)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="predictions")(frozen(inputs)))
+    model.compile("sgd", "mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=2, verbose=0, callbacks=[
+        keras.callbacks.TensorBoard(str(model_dir / "logs"), histogram_freq=1, write_graph=False)])
+    (model_dir / "run.json").write_text(json.dumps({"trainable_layers": ["predictions"]}))
+
+    run = reporting.load_run(str(model_dir))
+    assert sorted(run["histograms"]) == ["weights/predictions/bias", "weights/predictions/kernel"]
+    for series in run["histograms"].values():
+        assert sorted(series) == [0, 1] and all(h.shape[1] == 3 for h in series.values())
+    kernel = run["histograms"]["weights/predictions/kernel"][1]
+    assert kernel[:, 2].sum() == 8  # 4 x 2 values counted
+    result = reporting.report(runs=str(tmp_path / "runs"), output=str(tmp_path / "report"))
+    assert f"{tmp_path / 'report'}/tiny-weights.png" in result.paths

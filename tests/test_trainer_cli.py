@@ -215,6 +215,10 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
     assert [v for _, v in scalars(logs / "train", "epoch_loss")] == pytest.approx(printed, abs=1e-4)
 
     events = read_events(logs / "gradients")
+    # weights: the Keras TensorBoard callback's (histogram_freq), `<name>_0/histogram` in train/
+    events.update({f"weights/{tag[:-len('_0/histogram')]}": values
+                   for tag, values in read_events(logs / "train").items()
+                   if tag.endswith("_0/histogram")})
     model = keras.models.load_model(model_dir / "final.keras")
     variables = [w.name.split(":")[0] for w in model.trainable_weights]
     assert len(variables) == 6  # conv_fc1, conv_fc2, predictions: kernel and bias

@@ -31,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from trainer import compat
+
 LEVELS = {
     "light": dict(rotation=2.0, translation=0.03, zoom=0.05, contrast=0.10, brightness=0.05,
                   noise=4.0),
@@ -41,7 +43,7 @@ CHOICES = ("none",) + tuple(LEVELS)  # values of the trainer's augmentation flag
 
 
 @keras.saving.register_keras_serializable(package="trainer")
-class RandomPageTransform(keras.__internal__.layers.BaseRandomLayer):
+class RandomPageTransform(compat.base_random_layer()):
     """Rotates each image by up to ±`rotation` degrees, shifts it by up to ±`translation` of its
     size and zooms it by a factor in 1 ± `zoom`, about its centre, in one bilinear resampling;
     exposed borders get `fill_value`. Training only."""
@@ -55,7 +57,8 @@ class RandomPageTransform(keras.__internal__.layers.BaseRandomLayer):
         self.seed = seed
 
     def _uniform(self, batch, limit):
-        return self._random_generator.random_uniform([batch], -limit, limit, dtype=tf.float32)
+        return compat.random_generator(self).random_uniform([batch], -limit, limit,
+                                                            dtype=tf.float32)
 
     def call(self, images, training=None):
         images = tf.cast(images, self.compute_dtype)
@@ -86,7 +89,7 @@ class RandomPageTransform(keras.__internal__.layers.BaseRandomLayer):
 
 
 @keras.saving.register_keras_serializable(package="trainer")
-class RandomScanQuality(keras.__internal__.layers.BaseRandomLayer):
+class RandomScanQuality(compat.base_random_layer()):
     """Scales each image's contrast about its mean by a factor in 1 ± `contrast`, adds a
     brightness offset of up to ±`brightness` * 255 and Gaussian noise of standard deviation
     `noise` (gray levels) per pixel, then clips to [0, 255]. Training only."""
@@ -103,11 +106,11 @@ class RandomScanQuality(keras.__internal__.layers.BaseRandomLayer):
         if not training:
             return images
         per_image = [tf.shape(images)[0], 1, 1, 1]
-        factor = 1.0 + self._random_generator.random_uniform(
+        factor = 1.0 + compat.random_generator(self).random_uniform(
             per_image, -self.contrast, self.contrast, dtype=images.dtype)
-        offset = 255.0 * self._random_generator.random_uniform(
+        offset = 255.0 * compat.random_generator(self).random_uniform(
             per_image, -self.brightness, self.brightness, dtype=images.dtype)
-        noise = self._random_generator.random_normal(
+        noise = compat.random_generator(self).random_normal(
             tf.shape(images), stddev=self.noise, dtype=images.dtype)
         mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
         return tf.clip_by_value((images - mean) * factor + mean + offset + noise, 0.0, 255.0)

@@ -1,5 +1,6 @@
-"""Training callbacks: per-layer gradient/weight histograms and statistics, the reference
-stopping rule, learning-rate logging and epoch timing."""
+"""Training callbacks: per-layer gradient histograms and statistics, the reference stopping
+rule, learning-rate logging and epoch timing. (Weight histograms: the Keras TensorBoard
+callback's `histogram_freq`.)"""
 import time
 
 import os
@@ -8,6 +9,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from absl import logging
+
+from trainer import compat
 
 
 STATS_GROUP = "layer_stats"  # TensorBoard tag group: layer_stats/<statistic>/<layer path>
@@ -37,20 +40,11 @@ def head_relu_layers(model):
             and getattr(layer, "activation", None) is keras.activations.relu]
 
 
-def _output_in(model, layer):
-    """`layer`'s output in `model`'s graph: a layer shared by two models (the feature cache's
-    head and the full model) has one output per call, and `layer.output` is its first."""
-    for i in range(len(layer.inbound_nodes)):
-        if f"{layer.name}_ib-{i}" in model._network_nodes:  # pylint: disable=protected-access
-            return layer.get_output_at(i)
-    return layer.output
-
-
 class GradientHistograms(keras.callbacks.Callback):
-    """Every `freq` epochs, writes TensorBoard histograms of the loss gradient and of the value
-    of every trainable variable (`gradients/<layer>/<var>`, `weights/<layer>/<var>`), the
-    scalar `gradients/global_norm`, and per trainable layer (kernel and bias together) the
-    scalars `layer_stats/<statistic>/<layer path>`, to `log_dir/gradients`, at step = epoch:
+    """Every `freq` epochs, writes TensorBoard histograms of the loss gradient of every
+    trainable variable (`gradients/<layer>/<var>`), the scalar `gradients/global_norm`, and per
+    trainable layer (kernel and bias together) the scalars `layer_stats/<statistic>/<layer
+    path>`, to `log_dir/gradients`, at step = epoch:
 
     - gradient_norm: L2 norm of the layer's loss gradient on the fixed batch;
     - weight_norm: L2 norm of its weights;
@@ -65,6 +59,10 @@ class GradientHistograms(keras.callbacks.Callback):
     this callback, only the one with `is_chief` writes). Under mixed_float16 the loss is scaled
     and the gradients unscaled with the model's LossScaleOptimizer; gradients are float32.
     The loss is the compiled one (`model.loss`) plus regularization losses.
+
+    The weights' histograms are the Keras TensorBoard callback's (`histogram_freq=N`:
+    `<variable name>_0/histogram` in `log_dir/train`, every weight, at epochs 0, N, 2N, ...;
+    this callback logs at epochs N-1, 2N-1, ..., the same ones when N is 1).
     """
 
     def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True):
@@ -93,7 +91,8 @@ class GradientHistograms(keras.callbacks.Callback):
         scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
 
         relu_layers = head_relu_layers(model)
-        activations = keras.Model(model.inputs, [_output_in(model, layer) for layer in relu_layers])
+        activations = keras.Model(model.inputs,
+                                  [compat.layer_output_in(model, layer) for layer in relu_layers])
 
         def positive_counts(images):
             outputs = activations(images, training=False) if relu_layers else []
@@ -162,7 +161,6 @@ class GradientHistograms(keras.callbacks.Callback):
         with self._writer.as_default(step=epoch), tf.summary.record_if(True):
             for g, v in zip(grads, self.model.trainable_variables):
                 tf.summary.histogram(f"gradients/{_tag(v)}", g)
-                tf.summary.histogram(f"weights/{_tag(v)}", tf.cast(v, tf.float32))
             tf.summary.scalar("gradients/global_norm", tf.linalg.global_norm(grads))
             for statistic, layers in stats.items():
                 for path, value in layers.items():
@@ -279,8 +277,8 @@ class LearningRateLogger(keras.callbacks.Callback):
 def _current_lr(optimizer):
     """The rate of the optimizer's next step, as Keras's TensorBoard callback logs a schedule's
     (`optimizer.learning_rate` would give the rate of its latest step)."""
+    rate = compat.learning_rate_setting(optimizer)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
-    rate = optimizer._learning_rate  # pylint: disable=protected-access
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
         rate = rate(optimizer.iterations)
     return float(keras.backend.get_value(rate))

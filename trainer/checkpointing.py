@@ -21,6 +21,7 @@ from absl import logging
 
 from tfrecords_tool import errors
 from tfrecords_tool import filesystems
+from trainer import compat
 
 
 class Preempted(errors.ToolError):
@@ -55,13 +56,13 @@ class StateBackup(keras.callbacks.Callback):
         # At an epoch's last step the backup would mean "epoch done" before validation and the
         # epoch-end checkpoints ran: let on_epoch_end back up and stop instead.
         if self._signalled and not _is_last_step(self.params, batch):
-            self._backup._backup(epoch=self._epoch, batch=batch)
+            self._backup.back_up(epoch=self._epoch, batch=batch)
             raise Preempted(f"preempted at epoch {self._epoch + 1}, step {batch + 1}: state saved; "
                             "run the same command again to resume")
 
     def on_epoch_end(self, epoch, logs=None):
         # Saved as "last step of `epoch`", which BackupAndRestore resumes as the next epoch's start.
-        self._backup._backup(epoch=epoch, batch=self.params["steps"] - 1)
+        self._backup.back_up(epoch=epoch, batch=self.params["steps"] - 1)
         if self._signalled:
             raise Preempted(f"preempted after epoch {epoch + 1}: state saved; "
                             "run the same command again to resume")
@@ -103,7 +104,7 @@ def _is_last_step(params, batch):
     return bool(steps) and batch >= steps - 1
 
 
-class _StepBackup(keras.callbacks.BackupAndRestore):
+class _StepBackup(compat.BackupAndRestore):
     """BackupAndRestore(save_freq=N steps) that skips the step backup at an epoch's last step.
 
     Keras resumes a backup taken at the last step as "this epoch is finished", so a kill during
@@ -118,15 +119,15 @@ class _StepBackup(keras.callbacks.BackupAndRestore):
         finally:
             self._at_last_step = False
 
-    def _backup(self, epoch, batch=0):
+    def should_back_up(self, epoch, batch):
         if getattr(self, "_at_last_step", False):
-            return
+            return False
         # A step's loss is computed before its update: never back up weights that the step just
         # broke (StopOnNonFiniteLoss stops at the next step); a rerun would resume from them.
         if not all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights):
             logging.warning("not backing up epoch %d step %d: non-finite weights", epoch + 1, batch + 1)
-            return
-        super()._backup(epoch=epoch, batch=batch)
+            return False
+        return True
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

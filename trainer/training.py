@@ -313,8 +313,10 @@ def _callbacks(config, strategy, model, fitted, train_ds, chief):
     first, last = checkpointing.checkpoint_callbacks(
         config.model_dir, config.backup_every_steps, model, chief, config.keep_epoch_checkpoints,
         stateful=stopping)
+    # Weight histograms are Keras' (histogram_freq); gradients and layer_stats are ours below.
     tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=config.log_every_steps,
-                                              write_graph=True)
+                                              write_graph=True,
+                                              histogram_freq=config.histogram_freq)
     middle = [
         # After `first` restored a backup: the optimizers' learning rates are the config's, not
         # the backed-up ones, so that a rerun with another learning_rate (e.g. after a NaN) uses it.
@@ -325,8 +327,8 @@ def _callbacks(config, strategy, model, fitted, train_ds, chief):
         tensorboard,
         # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
         # run keeps the curves of the epochs it finished.
-        keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: [
-            writer.flush() for writer in getattr(tensorboard, "_writers", {}).values()]),
+        keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: compat.flush_tensorboard(tensorboard)),
     ]
     log_augmented = config.log_augmented_images and config.augment != "none"
     if config.histogram_freq or log_augmented:
