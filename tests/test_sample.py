@@ -249,4 +249,4 @@ def test_cli_requires_output_dir():
     assert proc.returncode != 0
     assert "output_dir" in proc.stderr
     assert proc.returncode == 2
-    assert "tfrecords_tool.sample: error: --output_dir is required" in proc.stderr.splitlines()
+    assert "error: --output_dir is required" in proc.stderr.splitlines()
