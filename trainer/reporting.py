@@ -32,7 +32,7 @@ from tfrecords_tool import cli, errors, filesystems
 from trainer import artifacts, callbacks, diagnose, models
 
 logging.getLogger("tensorboard").setLevel(logging.WARNING)  # EventAccumulator's per-file INFO lines
-IGNORED_FLAGS = ("model_dir", "log_dir")  # differ between any two runs
+IGNORED_FLAGS = ("model_dir", "tensorboard_dir", "log_dir")  # differ between any two runs (log_dir: older runs)
 
 
 
