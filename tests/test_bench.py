@@ -176,5 +176,5 @@ def test_command_line_refuses_settings_that_cannot_run(tmp_path):
                           "--cache_model=model1", "--cache_image_size=64"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == errors.NOTHING_DONE, run.stderr[-3000:]
-    assert "trainer.bench: error: cache_model=model1 needs cache_image_size >= 128" in run.stderr
+    assert "error: cache_model=model1 needs cache_image_size >= 128" in run.stderr
     assert not (tmp_path / "b.json").exists()

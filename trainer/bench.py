@@ -13,8 +13,6 @@ from tfrecords_tool import cli
 from trainer.benchmarks import config as bench_config
 from trainer.benchmarks import run, table
 
-cli.define_flags(bench_config.BenchConfig)
-
 
 def main(argv):
     cli.no_arguments(argv)
@@ -28,4 +26,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    cli.define_flags(bench_config.BenchConfig)
     cli.run(main)

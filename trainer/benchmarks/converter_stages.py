@@ -93,7 +93,7 @@ class Converter:
     def run(self, labels_file, images_dir, output_dir, workers, image_size, image_format,
             split="train"):
         """Converts; returns pages/s (pages read / seconds of the conversion) and the manifest's
-        counts. The job's keys are the converter's flag names."""
+        counts. The job's keys are ConvertConfig's fields (the converter's flag names)."""
         job = {"labels": labels_file, "images_dir": images_dir, "output_dir": output_dir,
                "workers": workers, "image_size": image_size, "image_format": image_format,
                "split": split}
