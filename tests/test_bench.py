@@ -1,5 +1,7 @@
-"""The throughput benchmark (trainer.bench): a tiny run writes every figure, consistent ratios and
-its settings. No timing assertions: the figures depend on the machine."""
+"""The throughput benchmark (trainer.benchmarks, `python -m trainer.bench`): a tiny run writes
+every figure, consistent ratios and its settings. No timing assertions: the figures depend on the
+machine. The run is in-process (settings parsed by the CLI's own flags); the converter's helper
+process and the command line's exit status are real processes."""
 import json
 import math
 import os
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tfrecords_tool import records
+from tfrecords_tool import errors, records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,21 +38,36 @@ FIGURES = [
 ]
 
 
+def _config_from_flags(argv):
+    """BenchConfig as `python -m trainer.bench` makes it from `argv` (its own flag definitions)."""
+    from absl import flags
+    from tfrecords_tool import cli
+    from trainer.benchmarks.config import BenchConfig
+
+    flag_values = flags.FlagValues()
+    cli.define_flags(BenchConfig, flag_values)
+    flag_values(["trainer.bench"] + argv)
+    return cli.from_flags(BenchConfig, flag_values)
+
+
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
+    from trainer.benchmarks import run, table
+
     tmp = tmp_path_factory.mktemp("bench")
     output = tmp / "bench.json"
-    command = [sys.executable, "-m", "trainer.bench", f"--output={output}", f"--work_dir={tmp}"]
-    command += [f"--{name}={value}" for name, value in TINY_FLAGS.items()]
+    argv = [f"--output={output}", f"--work_dir={tmp}"]
+    argv += [f"--{name}={value}" for name, value in TINY_FLAGS.items()]
+    config = _config_from_flags(argv)
     tools = tmp / "tools"
     tools.mkdir()
     (tools / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
     (tools / "nvidia-smi").chmod(0o755)
-    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2",
-               PATH=f"{tools}{os.pathsep}{os.environ['PATH']}")
-    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(output.read_text()), run.stdout, tmp
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+        result = run.bench(config)
+    run.write(result, str(output))
+    return json.loads(output.read_text()), table.table(result), tmp
 
 
 def _positive(value):
@@ -151,3 +168,13 @@ def test_settings_and_machine_recorded(bench):
     assert "pipeline_vs_seed" in stdout and "cached_epoch_speedup" in stdout  # the table
     assert "train_img_s_model2" in stdout
     assert not [p for p in tmp.iterdir() if p.name.startswith("bench-")]  # work dir removed
+
+
+def test_command_line_refuses_settings_that_cannot_run(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
+    run = subprocess.run([sys.executable, "-m", "trainer.bench", f"--output={tmp_path}/b.json",
+                          "--cache_model=model1", "--cache_image_size=64"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == errors.NOTHING_DONE, run.stderr[-3000:]
+    assert "error: cache_model=model1 needs cache_image_size >= 128" in run.stderr
+    assert not (tmp_path / "b.json").exists()

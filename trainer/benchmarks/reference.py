@@ -1,0 +1,36 @@
+"""The reference notebook's input: keras ImageDataGenerator(rescale=1/255).flow_from_dataframe."""
+import time
+import types
+
+import tf_keras as keras
+
+
+def seed_loader(csv_path, images_dir, image_size, batch_size, repeats):
+    """Images/s of the reference notebook's loader, one full pass (len(gen) batches) per
+    measurement: rgb, categorical, shuffled, at image_size x image_size."""
+    import pandas as pd
+    from tf_keras.src.preprocessing import image as keras_image
+
+    scipy_placeholder = not hasattr(keras_image, "scipy")
+    if scipy_placeholder:
+        # ImageDataGenerator.apply_transform checks `scipy is None` before every image, although
+        # an identity transform (no augmentation, as here) never calls SciPy; without SciPy that
+        # check is a NameError. A placeholder lets the loader run doing exactly its normal work.
+        keras_image.scipy = types.SimpleNamespace()
+    frame = pd.read_csv(csv_path)
+    frame["label"] = frame["label"].astype(str)
+    generator = keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255).flow_from_dataframe(
+        frame, directory=images_dir, x_col="path", y_col="label", target_size=(image_size, image_size),
+        batch_size=batch_size, class_mode="categorical")
+    samples, cpu_samples = [], []
+    for _ in range(repeats):
+        start, cpu, images = time.perf_counter(), time.process_time(), 0
+        for index in range(len(generator)):
+            x, _ = generator[index]
+            images += len(x)
+        samples.append(images / (time.perf_counter() - start))
+        cpu_samples.append(images / max(time.process_time() - cpu, 1e-9))
+    return {"img_s": max(samples), "samples": samples, "img_per_cpu_s": cpu_samples,
+            "images_per_pass": images,
+            "batches_per_pass": len(generator), "batch_shape": list(x.shape), "dtype": str(x.dtype),
+            "scipy_placeholder": scipy_placeholder}
