@@ -171,7 +171,7 @@ def layer_output_in(model, layer):
 
 def image_data_generator_without_scipy():
     """Lets `keras.preprocessing.image.ImageDataGenerator` run identity transforms without
-    SciPy; returns a note saying so when it had to, else None.
+    SciPy; returns whether it had to (SciPy missing: a placeholder module is set).
 
     Reaches into `tf_keras.src.preprocessing.image` (the module the public class is defined
     in) and sets its module-level `scipy` name to a placeholder. `apply_transform` checks
@@ -182,14 +182,9 @@ def image_data_generator_without_scipy():
     """
     module = sys.modules[keras.preprocessing.image.ImageDataGenerator.__module__]
     if hasattr(module, "scipy"):
-        return None
+        return False
     module.scipy = types.SimpleNamespace()
-    return "scipy not installed: placeholder module set (identity transforms never use it)"
-
-
-__all__ = ["autograph_skip_tf_keras", "learning_rate_setting", "BackupAndRestore",
-           "flush_tensorboard", "base_random_layer", "random_generator", "layer_output_in",
-           "image_data_generator_without_scipy"]
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,3 +207,8 @@ def op_determinism(enabled):
     finally:
         if enabled and not was_enabled:
             tf_config.disable_op_determinism()
+
+
+__all__ = ["autograph_skip_tf_keras", "learning_rate_setting", "BackupAndRestore",
+           "flush_tensorboard", "base_random_layer", "random_generator", "layer_output_in",
+           "image_data_generator_without_scipy", "op_determinism"]

@@ -1,22 +1,17 @@
 """The reference notebook's input: keras ImageDataGenerator(rescale=1/255).flow_from_dataframe."""
 import time
-import types
 
 import tf_keras as keras
+
+from trainer import compat
 
 
 def seed_loader(csv_path, images_dir, image_size, batch_size, repeats):
     """Images/s of the reference notebook's loader, one full pass (len(gen) batches) per
     measurement: rgb, categorical, shuffled, at image_size x image_size."""
     import pandas as pd
-    from tf_keras.src.preprocessing import image as keras_image
 
-    scipy_placeholder = not hasattr(keras_image, "scipy")
-    if scipy_placeholder:
-        # ImageDataGenerator.apply_transform checks `scipy is None` before every image, although
-        # an identity transform (no augmentation, as here) never calls SciPy; without SciPy that
-        # check is a NameError. A placeholder lets the loader run doing exactly its normal work.
-        keras_image.scipy = types.SimpleNamespace()
+    scipy_placeholder = compat.image_data_generator_without_scipy()
     frame = pd.read_csv(csv_path)
     frame["label"] = frame["label"].astype(str)
     generator = keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255).flow_from_dataframe(
