@@ -16,7 +16,7 @@ from trainer.evaluation import evaluate
 work = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="python-api-")
 sample.generate(f"{work}/sample", pages_per_class=8, seed=0, max_side=400)
 convert(labels=f"{work}/sample/labels.txt", images_dir=f"{work}/sample/images",
-        output_dir=f"{work}/data", image_size=64, val_fraction=0.25)
+        output_dir=f"{work}/data", image_size=64, val_fraction=0.25, workers=0)
 
 result = train(TrainConfig(model="model2", data_dir=f"{work}/data", model_dir=f"{work}/model2",
                            weights="none", epochs=3, batch_size=16))

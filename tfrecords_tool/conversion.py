@@ -4,8 +4,8 @@ r"""Converts labelled TIFF pages into sharded TFRecords (the library; the CLI is
   conversion.convert(labels="rvl-cdip/val.txt", images_dir="rvl-cdip",
                      output_dir="gs://bucket/rvl-224")
 
-Stages: labels (page list) -> split (splits, shards, tasks) -> decode (in a process pool) ->
-write (one shard at a time) -> manifest (last). A killed run, rerun with the same settings, keeps
+Stages: 1 labels (page list) -> 2 split (splits, shards, tasks) -> 3 decode and 4 records (in
+a process pool, encode.py) -> 5 write (one shard at a time) -> 6 manifest (last). A killed run, rerun with the same settings, keeps
 the shards already complete and ends with the same files as an uninterrupted run. Several
 machines can share the work: task `task_index` of `num_tasks` converts every num_tasks-th
 shard (both default from Google Cloud Batch, AWS Batch array or Kubernetes indexed Job

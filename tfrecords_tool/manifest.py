@@ -1,4 +1,4 @@
-"""Stage 5: what a converted split holds, in `{split}-manifest.json`, written last.
+"""Stage 6: what a converted split holds, in `{split}-manifest.json`, written last.
 
 Each shard's result is kept beside it in `{shard}.json` (a per-shard partial manifest, written
 after the shard's rename): it carries a fingerprint of the shard's pages and settings and the

@@ -1,4 +1,4 @@
-"""The TFRecord schema: tf.train.Example with the TF ecosystem's `image/*` keys.
+"""Stage 4: a page as a record: tf.train.Example with the TF ecosystem's `image/*` keys.
 
 Pages are 8-bit single-channel pixels, stored in one of IMAGE_FORMATS:
 - `raw`: row-major uint8 bytes under RAW_KEY (`image/raw`), the default: parsing a batch is one

@@ -1,4 +1,4 @@
-"""Stage 4: one TFRecord shard, which appears under its final name only once complete."""
+"""Stage 5: one TFRecord shard, which appears under its final name only once complete."""
 from absl import logging
 import tensorflow as tf
 
