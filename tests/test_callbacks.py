@@ -1,15 +1,12 @@
 """Tests for trainer.callbacks.
 
-The GradientHistograms tests run training under a MirroredStrategy over 2 logical CPU devices,
-which must be configured before TensorFlow initialises its devices: they run this file as a
-script in a subprocess (see `_train_with_histograms` and `_train_tiny` at the bottom).
+The GradientHistograms tests run training under a MirroredStrategy over the 2 logical CPU
+devices conftest.py configures for the test session, in this process.
 """
 import glob
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,7 +14,6 @@ import tensorflow as tf
 
 from trainer.callbacks import ReferenceStopping
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _FakeModel:
@@ -80,13 +76,6 @@ def _read_events(log_dir):
     return out
 
 
-def _run_self(*args):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
 def _layer_stats(log_dir):
     """{statistic: {layer: {step: value}}} as the report reads them."""
     from trainer.reporting import read_layer_stats
@@ -96,7 +85,7 @@ def _layer_stats(log_dir):
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 def test_gradient_histograms_mirrored(tmp_path, policy):
-    _run_self(policy, tmp_path)
+    _train_with_histograms(policy, str(tmp_path))
     with open(tmp_path / "result.json") as f:
         info = json.load(f)
     assert info["replicas"] == 2
@@ -163,7 +152,7 @@ def _norm(arrays):
 
 def test_layer_statistics_by_hand_and_on_two_replicas(tmp_path):
     for replicas in (1, 2):
-        _run_self("tiny", tmp_path / str(replicas), replicas)
+        _train_tiny(str(tmp_path / str(replicas)), replicas)
     one, two = (_layer_stats(str(tmp_path / str(r) / "logs")) for r in (1, 2))
 
     weights, epochs = [w.copy() for w in _W0], 2  # one step per epoch
@@ -196,15 +185,23 @@ def test_layer_statistics_by_hand_and_on_two_replicas(tmp_path):
 
 
 def _train_with_histograms(policy, out_dir):
-    """Subprocess body: model3 (two optimizers) trained for 2 epochs on 2 CPU replicas."""
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    """model3 (two optimizers) trained for 2 epochs on 2 CPU replicas under `policy`; writes
+    result.json with what the test compares."""
+    import tf_keras as keras
+
+    from trainer.distribute import precision_policy
+
+    with precision_policy(policy):
+        _model3_with_histograms(out_dir)
+    keras.backend.clear_session()
+
+
+def _model3_with_histograms(out_dir):
     import tf_keras as keras
 
     from trainer.callbacks import GradientHistograms
     from trainer.models import build_model, compile_model
 
-    keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)
@@ -231,7 +228,7 @@ def _train_with_histograms(policy, out_dir):
 
 
 def _train_tiny(out_dir, replicas):
-    """Subprocess body: the tiny model trained for 2 epochs of one step on `replicas` CPUs."""
+    """The tiny model trained for 2 epochs of one step on `replicas` CPUs."""
     import tf_keras as keras
 
     from trainer.callbacks import GradientHistograms
@@ -249,9 +246,3 @@ def _train_tiny(out_dir, replicas):
     callback = GradientHistograms(os.path.join(out_dir, "logs"), (x, y), strategy)
     model.fit(x, y, batch_size=len(x), epochs=2, shuffle=False, callbacks=[callback], verbose=0)
 
-
-if __name__ == "__main__":
-    if sys.argv[1] == "tiny":
-        _train_tiny(sys.argv[2], int(sys.argv[3]))
-    else:
-        _train_with_histograms(sys.argv[1], sys.argv[2])

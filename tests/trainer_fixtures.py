@@ -47,7 +47,23 @@ def _default_log_dir():
 _LOG_DIRS = []
 
 
-class Proc:
+class _Outcome:
+    """What a test reads of a tool run: .args, .returncode, .stdout, .stderr."""
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def tail(self, n=4000):
+        return f"--- stdout ---\n{self.stdout[-n:]}\n--- stderr ---\n{self.stderr[-n:]}"
+
+    def check(self, returncode=0):
+        assert self.returncode == returncode, (
+            f"exit {self.returncode}, expected {returncode}: {' '.join(self.args)}\n{self.tail()}")
+        return self
+
+
+class Proc(_Outcome):
     """A `python -m module args...` child in its own process group; output goes to files."""
 
     def __init__(self, module, args, env=None, log_dir=None):
@@ -74,10 +90,6 @@ class Proc:
     @property
     def stderr(self):
         return self.stderr_path.read_text(errors="replace")
-
-    @property
-    def output(self):
-        return self.stdout + self.stderr
 
     def poll(self):
         self.returncode = self.popen.poll()
@@ -113,16 +125,8 @@ class Proc:
             if not f.closed:
                 f.close()
 
-    def tail(self, n=4000):
-        return f"--- stdout ---\n{self.stdout[-n:]}\n--- stderr ---\n{self.stderr[-n:]}"
 
-    def check(self, returncode=0):
-        assert self.returncode == returncode, (
-            f"exit {self.returncode}, expected {returncode}: {' '.join(self.args)}\n{self.tail()}")
-        return self
-
-
-class InProcessRun:
+class InProcessRun(_Outcome):
     """A trainer.main command line run by `training.train` in this process: the same flags, and
     the returncode, stdout (Keras' epoch lines, the summary) and stderr (the log lines, the
     `error:` line) a Proc of `python -m trainer.main` has."""
@@ -130,18 +134,6 @@ class InProcessRun:
     def __init__(self, args, returncode, stdout, stderr, result):
         self.args, self.returncode, self.stdout, self.stderr = args, returncode, stdout, stderr
         self.result = result  # the TrainResult (None when train raised)
-
-    @property
-    def output(self):
-        return self.stdout + self.stderr
-
-    def tail(self, n=4000):
-        return f"--- stdout ---\n{self.stdout[-n:]}\n--- stderr ---\n{self.stderr[-n:]}"
-
-    def check(self, returncode=0):
-        assert self.returncode == returncode, (
-            f"exit {self.returncode}, expected {returncode}: {' '.join(self.args)}\n{self.tail()}")
-        return self
 
 
 def train_here(*args):
