@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Every core (test files spread over the workers, one file per worker: tests/conftest.py).
+exec .venv/bin/python -m pytest -q -n auto --dist loadgroup "$@"

@@ -16,6 +16,18 @@ tf.config.set_logical_device_configuration(
     [tf.config.LogicalDeviceConfiguration()] * CPU_REPLICAS)
 
 
+# Test files that share an expensive session fixture run on the same xdist worker.
+SHARED_FIXTURE_GROUPS = {"test_diagnose": "model3_runs", "test_report": "model3_runs"}
+
+
+def pytest_collection_modifyitems(items):
+    """With `--dist loadgroup` (scripts/test.sh) each test file goes to one worker as a whole,
+    so a module-scoped fixture (a file's training runs) is made once."""
+    for item in items:
+        module = item.path.stem
+        item.add_marker(pytest.mark.xdist_group(SHARED_FIXTURE_GROUPS.get(module, module)))
+
+
 @pytest.fixture(scope="session")
 def sample_dir(tmp_path_factory):
     """A small generated RVL-CDIP-like sample (16 classes x 6 pages, longest side 400 px),
