@@ -20,6 +20,7 @@ tf.config.set_logical_device_configuration(
 SHARED_FIXTURE_GROUPS = {"test_diagnose": "model3_runs", "test_report": "model3_runs"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(items):
     """With `--dist loadgroup` (scripts/test.sh) each test file goes to one worker as a whole,
     so a module-scoped fixture (a file's training runs) is made once."""

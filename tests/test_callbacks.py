@@ -203,7 +203,9 @@ def _model3_with_histograms(out_dir):
     from trainer.models import build_model, compile_model
 
     keras.utils.set_random_seed(0)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    from trainer.distribute import make_strategy
+
+    strategy = make_strategy("mirrored", cpu_replicas=2)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32, 1), dtype=np.uint8)
     labels = rng.integers(0, 16, (16,))

@@ -7,6 +7,7 @@ slower than float32).
 """
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 
@@ -37,7 +38,9 @@ def _cluster_spec():
 
 
 def make_strategy(name="auto", cpu_replicas=1):
-    """Builds the strategy. Must run before anything else touches TF devices."""
+    """The strategy for these settings. Call it before anything else touches TF devices when
+    cpu_replicas > 1; later calls in the process that mean the same strategy get the same
+    object (`_strategy`)."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus and cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -60,11 +63,19 @@ def make_strategy(name="auto", cpu_replicas=1):
             name = "mirrored"
         else:
             name = "one_device"
+    return _strategy(name, None if gpus else
+                     tuple(d.name for d in tf.config.list_logical_devices("CPU")))
+
+
+@functools.lru_cache(maxsize=None)
+def _strategy(name, cpu_devices):
+    """One object per strategy and process: two MirroredStrategy objects over the same devices
+    mix up their collective ops ("Shape mismatch in the collective instance"), and
+    MultiWorkerMirroredStrategy can be made only once per process."""
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "mirrored":
-        devices = None if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        return tf.distribute.MirroredStrategy(list(cpu_devices) if cpu_devices else None)
     # The default strategy (one device): Keras' BackupAndRestore rejects OneDeviceStrategy.
     return tf.distribute.get_strategy()
 
