@@ -2,12 +2,15 @@
 pointed at it with S3_ENDPOINT): convert, verify, train, evaluate, predict, export, report."""
 import json
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tf_keras as keras
 
-from trained_run import check, run_python
+from trained_run import REPO, check, run_python
+from tfrecords_tool import conversion
 from trainer import models  # noqa: F401  (registers the custom classes for load_model)
 from trainer_fixtures import base_args, clean_env, epoch_headers, run_trainer, start_trainer, wait_for
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
@@ -37,6 +40,20 @@ def s3():
 
 def _tool(env, *args):
     return run_python(*args, env=env)
+
+
+def _tools_at_once(env, *commands):
+    """Runs `python -m ...` commands side by side (each a process: the s3 exit fix is part of
+    what is tested); returns their CompletedProcesses in order."""
+    procs = [subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, text=True,
+                              env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in commands]
+    results = []
+    for args, proc in zip(commands, procs):
+        stdout, stderr = proc.communicate(timeout=300)
+        results.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
+    return results
 
 
 def _keys(client, prefix):
@@ -76,7 +93,9 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
                f"--images_dir={sample_dir / 'images'}", "--image_size=32", "--val_fraction=0.25",
                "--num_shards=2", "--workers=2"]
     check(_tool(env, *convert, f"--output_dir={records}"))
-    check(_tool(env, *convert, f"--output_dir={tmp_path / 'records'}"))
+    conversion.convert(labels=str(sample_dir / "labels.txt"), images_dir=str(sample_dir / "images"),
+                       output_dir=str(tmp_path / "records"), image_size=32, val_fraction=0.25,
+                       num_shards=2, workers=0)  # the local reference, in-process
     shards = sorted(p.name for p in (tmp_path / "records").glob("*.tfrecord"))
     assert len(shards) == 4
     for name in shards + ["train-manifest.json", "val-manifest.json"]:  # the same bytes
@@ -110,17 +129,18 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert any(key.startswith("logs/train/events.") for key in stored)
     assert not any(".tmp-" in key or key.startswith("backup/") for key in stored)
 
-    evaluated = check(_tool(env, "-m", "trainer.evaluate", f"--model_dir={run}",
-                         f"--data_dir={records}", "--split=val"))
-    assert "val: 24 records" in evaluated.stdout
     page = sorted((sample_dir / "images" / "letter").glob("*.tif"))[0]
     client.upload_file(str(page), BUCKET, "pages/letter.tif")
-    predicted = _tool(env, "-m", "trainer.predict", f"--model_dir={run}",
-                     f"s3://{BUCKET}/pages/letter.tif", f"s3://{BUCKET}/pages/missing.tif")
+    evaluated, predicted, exported = _tools_at_once(
+        env, ["-m", "trainer.evaluate", f"--model_dir={run}", f"--data_dir={records}", "--split=val"],
+        ["-m", "trainer.predict", f"--model_dir={run}", f"s3://{BUCKET}/pages/letter.tif",
+         f"s3://{BUCKET}/pages/missing.tif"],
+        ["-m", "trainer.export", f"--model_dir={run}"])
+    assert "val: 24 records" in check(evaluated).stdout
     assert predicted.returncode == 1  # one page missing: reported, the other classified
     assert predicted.stdout.startswith(f"s3://{BUCKET}/pages/letter.tif: ")
     assert f"error: s3://{BUCKET}/pages/missing.tif: file not found" in predicted.stderr
-    check(_tool(env, "-m", "trainer.export", f"--model_dir={run}"))
+    check(exported)
     check(_tool(env, "-m", "trainer.report", f"--runs={run}", f"--output=s3://{BUCKET}/report"))
     stored = _keys(client, "run/")
     assert {"eval-val/metrics.json", "eval-val/confusion_matrix.png",

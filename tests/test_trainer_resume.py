@@ -249,3 +249,4 @@ def test_a_resumed_run_replays_finished_epochs_into_the_stopping_rules(tmp_path)
     replay.on_epoch_end(3, {"loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.4})
     assert model.stop_training and "lower than each of the previous 3" in rule.stop_reason
     assert json.loads(history.read_text())["3"]["val_accuracy"] == 0.4
+

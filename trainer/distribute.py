@@ -63,8 +63,11 @@ def make_strategy(name="auto", cpu_replicas=1):
             name = "mirrored"
         else:
             name = "one_device"
-    return _strategy(name, None if gpus else
-                     tuple(d.name for d in tf.config.list_logical_devices("CPU")))
+    # Listing devices starts TensorFlow's context, after which MultiWorkerMirroredStrategy
+    # cannot configure its collectives: only the mirrored strategy needs the CPU devices.
+    cpu_devices = (tuple(d.name for d in tf.config.list_logical_devices("CPU"))
+                   if name == "mirrored" and not gpus else None)
+    return _strategy(name, cpu_devices)
 
 
 @functools.lru_cache(maxsize=None)

@@ -298,8 +298,19 @@ def _fit(config, strategy):
                  manifest["num_records"], steps, config.epochs, config.batch_size,
                  strategy.num_replicas_in_sync, distribute.strategy_name(strategy),
                  keras.mixed_precision.global_policy().name, config.log_dir)
-    fitted.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_ds,
-               class_weight=weights, callbacks=fit_callbacks, verbose=2)
+    try:
+        fitted.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
+                   validation_data=val_ds, class_weight=weights, callbacks=fit_callbacks,
+                   verbose=2)
+    except BaseException:
+        # fit() skips on_train_end when it raises (a NaN, a preemption): TensorBoard's writer
+        # would stay the default summary writer, and the next fit in this process would write
+        # to it closed. The other callbacks' on_train_end must not run (BackupAndRestore's
+        # deletes the backup a preempted run resumes from).
+        for callback in fit_callbacks:
+            if isinstance(callback, keras.callbacks.TensorBoard):
+                callback.on_train_end()
+        raise
     checkpointing.save_final_model(model, f"{config.model_dir}/final.keras", chief)
 
 
