@@ -111,10 +111,16 @@ def test_flush_tensorboard_flushes_the_callbacks_writers(tmp_path):
     def flush(epoch, logs):
         # A summary left in the train writer's buffer (no `as_default()` exit, which flushes):
         # what batch-level summaries written between epoch ends are.
+        from tensorflow.python.ops import summary_ops_v2  # pylint: disable=import-outside-toplevel
+
+        state = summary_ops_v2._summary_state  # pylint: disable=protected-access
+        previous = state.writer
         writer = tensorboard._writers["train"]  # pylint: disable=protected-access
         writer.set_as_default(step=epoch)
         tf.summary.scalar("probe", 1.0)
-        tf.summary.create_noop_writer().set_as_default()
+        # Not a noop writer's set_as_default (which does nothing): this writer, closed when fit
+        # ends, would stay the process's default and break every later summary.
+        state.writer = previous
         tf.summary.experimental.set_step(None)
         seen["before"] = read_events(str(tmp_path / "train"))
         seen["flushed"] = compat.flush_tensorboard(tensorboard)
