@@ -8,21 +8,7 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from trainer import data, feature_cache, models, training
-
-
-class EpochTimes(keras.callbacks.Callback):
-    """Wall seconds of every epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self.start)
+from trainer import callbacks, data, feature_cache, models, training
 
 
 class GpuUtilization(keras.callbacks.Callback):
@@ -74,23 +60,23 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     images = data.image_dataset(files, image_size, image_format, batch_size, training=True,
                                 seed=seed, deterministic=False, shuffle_buffer=shuffle_buffer,
                                 num_workers=1)
-    uncached = EpochTimes()
-    model.fit(images, epochs=1 + timed_epochs, steps_per_epoch=steps, callbacks=[uncached],
-              verbose=0)
+    # callbacks.EpochTimer, as in training: each epoch's wall seconds in the history.
+    uncached = model.fit(images, epochs=1 + timed_epochs, steps_per_epoch=steps,
+                         callbacks=[callbacks.EpochTimer(batch_size)],
+                         verbose=0).history["seconds"]
 
     start = time.perf_counter()
     head, cached_dataset, _ = training.head_on_cached_features(config, strategy, model, manifest,
                                                                total_steps)
     build_s = time.perf_counter() - start
-    cached = EpochTimes()
-    head.fit(cached_dataset, epochs=1 + timed_epochs, steps_per_epoch=steps, callbacks=[cached],
-             verbose=0)
-    uncached_s, cached_s = min(uncached.times[1:]), min(cached.times[1:])
+    cached = head.fit(cached_dataset, epochs=1 + timed_epochs, steps_per_epoch=steps,
+                      callbacks=[callbacks.EpochTimer(batch_size)], verbose=0).history["seconds"]
+    uncached_s, cached_s = min(uncached[1:]), min(cached[1:])
     return uncached_s, cached_s, {
         "model": model_name, "weights": "none", "image_size": image_size, "image_format": image_format,
         "records": manifest["num_records"], "batch_size": batch_size, "steps_per_epoch": steps,
-        "uncached_epoch_s": [round(t, 4) for t in uncached.times],
-        "cached_epoch_s": [round(t, 4) for t in cached.times],
+        "uncached_epoch_s": [round(t, 4) for t in uncached],
+        "cached_epoch_s": [round(t, 4) for t in cached],
         "cache_build_s": round(build_s, 3),
         "cache_bytes": feature_cache.size_bytes(manifest["num_records"],
                                                 model.get_layer(models.BACKBONE)),
@@ -113,11 +99,12 @@ def training_steps(files, image_size, image_format, model_name, batch_size, step
               "steps_per_epoch": steps, "policy": keras.mixed_precision.global_policy().name,
               "replicas": strategy.num_replicas_in_sync}
     for name, dataset in (("in_memory", in_memory), ("pipeline", pipeline)):
-        timer, utilization = EpochTimes(), GpuUtilization()
-        model.fit(dataset, epochs=1 + repeats, steps_per_epoch=steps,
-                  callbacks=[timer, utilization], verbose=0)
-        result[f"img_s_{name}"] = steps * batch_size / min(timer.times[1:])
-        result[f"epoch_s_{name}"] = [round(t, 4) for t in timer.times]
+        utilization = GpuUtilization()
+        seconds = model.fit(dataset, epochs=1 + repeats, steps_per_epoch=steps,
+                            callbacks=[callbacks.EpochTimer(batch_size), utilization],
+                            verbose=0).history["seconds"]
+        result[f"img_s_{name}"] = steps * batch_size / min(seconds[1:])
+        result[f"epoch_s_{name}"] = [round(t, 4) for t in seconds]
         result[f"gpu_utilization_{name}"] = utilization.mean
     result["pipeline_vs_in_memory"] = result["img_s_pipeline"] / result["img_s_in_memory"]
     result["input_bound"] = result["pipeline_vs_in_memory"] < 0.95
