@@ -92,8 +92,10 @@ def resolve_precision(precision="auto"):
 
 @contextlib.contextmanager
 def precision_policy(precision):
-    """Keras builds layers under its global policy: set it for the block, then restore it."""
+    """Keras builds layers under its global policy: set it (`auto`: resolve_precision) for the
+    block, then restore it. Yields the policy name."""
     previous = keras.mixed_precision.global_policy()
+    precision = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(precision)
     try:
         yield precision

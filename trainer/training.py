@@ -21,6 +21,7 @@ from absl import logging
 from tfrecords_tool import errors
 from tfrecords_tool import filesystems
 from tfrecords_tool.cli import setting
+from tfrecords_tool.manifest import read_json
 from trainer import (artifacts, augment, callbacks, checkpointing, class_weights, compat, data,
                      distribute, feature_cache, models, schedule)
 
@@ -91,6 +92,10 @@ class TrainConfig(distribute.DistributionConfig):
     def log_dir(self):
         return self.tensorboard_dir or f"{self.model_dir}/logs"
 
+    @property
+    def final_model(self):
+        return f"{self.model_dir}/final.keras"
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -127,14 +132,13 @@ def train(config=None, strategy=None, **settings):
     filesystems.register(config.data_dir, config.model_dir, config.tensorboard_dir)
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or distribute.make_strategy(config.strategy, config.cpu_replicas)
-    final_path = f"{config.model_dir}/final.keras"
-    if tf.io.gfile.exists(final_path) and not config.overwrite:
+    if tf.io.gfile.exists(config.final_model) and not config.overwrite:
         logging.info("%s exists: training already finished (--overwrite to train again)",
-                     final_path)
+                     config.final_model)
         return _result(config, False, distribute.is_chief(strategy))
     # The process-wide settings a run changes are set back afterwards: a notebook's next call
     # (or another model in the same script) starts from the same state.
-    with distribute.precision_policy(distribute.resolve_precision(config.precision)), \
+    with distribute.precision_policy(config.precision), \
             compat.op_determinism(config.deterministic), \
             _sigterm_handler_restored():
         try:
@@ -156,7 +160,7 @@ def _sigterm_handler_restored():
 
 def model_summary(config):
     """(Keras summary text, total, trainable) of `config.model` at image_size (default 224)."""
-    with distribute.precision_policy(distribute.resolve_precision(config.precision)):
+    with distribute.precision_policy(config.precision):
         model = compiled_model(config, config.image_size or 224, 16, total_steps=1)
     lines = []
     model.summary(expand_nested=False, print_fn=lines.append)
@@ -165,22 +169,14 @@ def model_summary(config):
 
 def _result(config, trained_now, is_chief):
     best = f"{config.model_dir}/best.keras"
+    by_epoch = read_json(f"{config.model_dir}/history.json") or {}
     history = {}
-    for epoch_logs in _read_history(config.model_dir):
-        for key, value in epoch_logs.items():
+    for epoch in sorted(by_epoch, key=int):
+        for key, value in by_epoch[epoch].items():
             history.setdefault(key, []).append(value)
-    return TrainResult(config.model_dir, f"{config.model_dir}/final.keras",
+    return TrainResult(config.model_dir, config.final_model,
                        best if tf.io.gfile.exists(best) else None, config.log_dir, history,
                        trained_now, is_chief)
-
-
-def _read_history(model_dir):
-    path = f"{model_dir}/history.json"
-    if not tf.io.gfile.exists(path):
-        return []
-    with tf.io.gfile.GFile(path) as f:
-        by_epoch = json.load(f)
-    return [by_epoch[key] for key in sorted(by_epoch, key=int)]
 
 
 def compiled_model(config, image_size, num_classes, total_steps):
@@ -284,7 +280,7 @@ def _fit(config, strategy):
         val_ds = dataset(config.val_split, False) if config.val_split else None
     else:
         fitted, train_ds, val_ds = head_on_cached_features(config, strategy, model, manifest,
-                                                    config.epochs * steps)
+                                                           config.epochs * steps)
     if chief:
         with tf.io.gfile.GFile(f"{config.model_dir}/class_names.json", "w") as f:
             json.dump(manifest["class_names"], f)
@@ -311,7 +307,7 @@ def _fit(config, strategy):
             if isinstance(callback, keras.callbacks.TensorBoard):
                 callback.on_train_end()
         raise
-    checkpointing.save_final_model(model, f"{config.model_dir}/final.keras", chief)
+    checkpointing.save_final_model(model, config.final_model, chief)
 
 
 def _callbacks(config, strategy, model, fitted, train_ds, chief):

@@ -72,7 +72,7 @@ def bench(config, stages=None):
     start = time.perf_counter()
     work = tempfile.mkdtemp(prefix="bench-", dir=config.work_dir)
     try:
-        with distribute.precision_policy(distribute.resolve_precision(config.precision)):
+        with distribute.precision_policy(config.precision):
             result = run(config, work, strategy, stages)
     finally:
         if config.keep_work_dir:
