@@ -80,11 +80,8 @@ def call(function, *args):
         logging.debug("%r", e)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except OSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return errors.NOTHING_DONE
-    except tf.errors.OpError as e:  # a file system's error: its message, not a traceback
-        print(f"error: {e.message}", file=sys.stderr)
+    except (OSError, tf.errors.OpError) as e:  # a file system's error: its message, no traceback
+        print(f"error: {e.message if isinstance(e, tf.errors.OpError) else e}", file=sys.stderr)
         return errors.NOTHING_DONE
 
 
