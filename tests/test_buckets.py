@@ -1,9 +1,9 @@
 """Every tool on s3:// paths, against moto's local S3 server (tensorflow-io's S3 file system,
-pointed at it with S3_ENDPOINT): convert, verify, train, evaluate, predict, export, report."""
+pointed at it with S3_ENDPOINT): convert, verify, train, evaluate, predict, export, report.
+The converter's and the trainer's command lines run as processes (the s3 exit fix is part of
+what is tested); the other tools' libraries in one process (tests/s3_library_run.py)."""
 import json
 import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -40,20 +40,6 @@ def s3():
 
 def _tool(env, *args):
     return run_python(*args, env=env)
-
-
-def _tools_at_once(env, *commands):
-    """Runs `python -m ...` commands side by side (each a process: the s3 exit fix is part of
-    what is tested); returns their CompletedProcesses in order."""
-    procs = [subprocess.Popen([sys.executable, *map(str, args)], cwd=REPO, text=True,
-                              env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for args in commands]
-    results = []
-    for args, proc in zip(commands, procs):
-        stdout, stderr = proc.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
-    return results
 
 
 def _keys(client, prefix):
@@ -100,51 +86,45 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert len(shards) == 4
     for name in shards + ["train-manifest.json", "val-manifest.json"]:  # the same bytes
         assert _body(client, f"records/{name}") == (tmp_path / "records" / name).read_bytes(), name
-    # pages and label file in the bucket, read by the converter's worker processes
+    # pages, label file and VGG16 weights (an offline cluster's copy of the ImageNet file) in
+    # the bucket; the library of the other tools on them, in one process
     for path in sorted(sample_dir.rglob("*.tif")) + [sample_dir / "labels.txt"]:
         client.upload_file(str(path), BUCKET, f"sample/{path.relative_to(sample_dir)}")
-    check(_tool(env, "-m", "tfrecords_tool.convert", f"--labels=s3://{BUCKET}/sample/labels.txt",
-             f"--images_dir=s3://{BUCKET}/sample/images", f"--output_dir={tmp_path / 'from-s3'}",
-             "--image_size=32", "--val_fraction=0.25", "--num_shards=2", "--workers=2"))
-    for name in shards:
-        assert (tmp_path / "from-s3" / name).read_bytes() == (tmp_path / "records" / name).read_bytes()
-    verified = check(_tool(env, "-m", "tfrecords_tool.verify", f"--data_dir={records}"))
-    assert "OK train" in verified.stdout and "OK val" in verified.stdout
-
-    # VGG16 weights from the bucket too (an offline cluster's copy of the ImageNet file)
     keras.utils.set_random_seed(5)
     vgg16 = keras.applications.VGG16(include_top=False, weights=None)
     vgg16.save_weights(str(tmp_path / "vgg16_notop.weights.h5"))
     client.upload_file(str(tmp_path / "vgg16_notop.weights.h5"), BUCKET, "vgg16_notop.weights.h5")
-    check(_tool(env, "-m", "trainer.main", "--model=model2", f"--weights=s3://{BUCKET}/vgg16_notop.weights.h5",
-             f"--data_dir={records}", f"--model_dir={run}", "--epochs=2", "--steps_per_epoch=2",
-             "--batch_size=8", "--backup_every_steps=1"))
+    page = sorted((sample_dir / "images" / "letter").glob("*.tif"))[0]
+    client.upload_file(str(page), BUCKET, "pages/letter.tif")
+    paths = {"sample": f"s3://{BUCKET}/sample", "records": records, "run": run,
+             "weights": f"s3://{BUCKET}/vgg16_notop.weights.h5", "from_s3": str(tmp_path / "from-s3"),
+             "pages": [f"s3://{BUCKET}/pages/letter.tif", f"s3://{BUCKET}/pages/missing.tif"],
+             "report": f"s3://{BUCKET}/report"}
+    done = json.loads(check(_tool(env, REPO / "tests" / "s3_library_run.py",
+                                  json.dumps(paths))).stdout.splitlines()[-1])
+
+    for name in shards:  # converted from the bucket by the worker processes
+        assert (tmp_path / "from-s3" / name).read_bytes() == (tmp_path / "records" / name).read_bytes()
+    assert done["verified"] == {"train": [], "val": []}
+    assert done["epochs"] == 2
     client.download_file(BUCKET, "run/final.keras", str(tmp_path / "final.keras"))
     trained = keras.models.load_model(tmp_path / "final.keras", compile=False).get_layer("vgg16")
     np.testing.assert_array_equal(trained.get_layer("block3_conv2").get_weights()[0],
                                   vgg16.get_layer("block3_conv2").get_weights()[0])  # frozen
+    assert done["evaluated"].startswith("val: 24 records")
+    letter, missing = done["predicted"]
+    assert letter["path"] == paths["pages"][0] and letter["error"] is None and letter["top"]
+    assert missing == {"path": paths["pages"][1], "top": None, "error": "file not found"}
+    assert done["exported"] == f"{run}/export/1"
+    assert done["reported"][-2:] == [f"s3://{BUCKET}/report/index.html",
+                                     f"s3://{BUCKET}/report/report.json"]
     stored = _keys(client, "run/")
     assert {"final.keras", "best.keras", "history.json", "class_names.json",
-            "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5"} <= stored
+            "checkpoints/epoch-001.weights.h5", "checkpoints/epoch-002.weights.h5",
+            "eval-val/metrics.json", "eval-val/confusion_matrix.png",
+            "export/1/saved_model.pb"} <= stored
     assert any(key.startswith("logs/train/events.") for key in stored)
     assert not any(".tmp-" in key or key.startswith("backup/") for key in stored)
-
-    page = sorted((sample_dir / "images" / "letter").glob("*.tif"))[0]
-    client.upload_file(str(page), BUCKET, "pages/letter.tif")
-    evaluated, predicted, exported = _tools_at_once(
-        env, ["-m", "trainer.evaluate", f"--model_dir={run}", f"--data_dir={records}", "--split=val"],
-        ["-m", "trainer.predict", f"--model_dir={run}", f"s3://{BUCKET}/pages/letter.tif",
-         f"s3://{BUCKET}/pages/missing.tif"],
-        ["-m", "trainer.export", f"--model_dir={run}"])
-    assert "val: 24 records" in check(evaluated).stdout
-    assert predicted.returncode == 1  # one page missing: reported, the other classified
-    assert predicted.stdout.startswith(f"s3://{BUCKET}/pages/letter.tif: ")
-    assert f"error: s3://{BUCKET}/pages/missing.tif: file not found" in predicted.stderr
-    check(exported)
-    check(_tool(env, "-m", "trainer.report", f"--runs={run}", f"--output=s3://{BUCKET}/report"))
-    stored = _keys(client, "run/")
-    assert {"eval-val/metrics.json", "eval-val/confusion_matrix.png",
-            "export/1/saved_model.pb"} <= stored
     assert "index.html" in _keys(client, "report/")
 
 
