@@ -88,7 +88,7 @@ def test_refuses_with_clear_message_before_training(refusals, case):
 # Learning on the sample, the saved model, TensorBoard.
 # ------------------------------------------------------------------------------------------
 
-LEARN_EPOCHS = 10  # of 27 steps (3 passes over the 144 training pages): fewer epoch ends to save
+LEARN_EPOCHS = 5  # of 54 steps (6 passes over the 144 training pages): fewer epoch ends to save
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def learning_runs(trainer_data, tmp_path_factory):  # noqa: F811
     del vgg
     keras.backend.clear_session()
 
-    common = ["--learning_rate=3e-3", "--deterministic", "--seed=1", "--steps_per_epoch=27"]
+    common = ["--learning_rate=3e-3", "--deterministic", "--seed=1", "--steps_per_epoch=54"]
     runs = {
         "model2_none": base_args(trainer_data(64), tmp / "model2_none", *common,
                                  "--histogram_freq=1", epochs=LEARN_EPOCHS),
@@ -207,7 +207,7 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
         pytest.approx([3e-3] * LEARN_EPOCHS)
     for tag in ("epoch_loss", "epoch_accuracy"):
         assert [s for s, _ in scalars(logs / "validation", tag)] == steps, tag
-    # Step-level learning rate every --log_every_steps (50) optimizer steps: 10 epochs x 27 steps.
+    # Step-level learning rate every --log_every_steps (50) optimizer steps: 5 epochs x 54 steps.
     assert scalars(logs / "train", "batch_learning_rate") == [
         (s, pytest.approx(3e-3)) for s in (50, 100, 150, 200, 250)]
     # The event loss is the one printed.
