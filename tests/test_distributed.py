@@ -18,7 +18,8 @@ def replica_runs(trainer_data, tmp_path_factory):  # noqa: F811
     """Same seed, same global batch, deterministic: one device (image pipeline), two replicas
     (image pipeline) and two replicas with the feature cache."""
     tmp = tmp_path_factory.mktemp("replicas")
-    same = ["--deterministic", "--seed=5", "--batch_size=16", "--shuffle_buffer=64"]
+    same = ["--deterministic", "--seed=5", "--batch_size=16", "--shuffle_buffer=64",
+            "--steps_per_epoch=4"]
     runs = {
         "one": base_args(trainer_data(32), tmp / "one", *same, "--nofeature_cache", epochs=2),
         "two": base_args(trainer_data(32), tmp / "two", *same, "--nofeature_cache",
