@@ -193,3 +193,52 @@ def test_op_determinism_is_on_inside_the_block_and_off_after():
     assert not tf_config.is_op_determinism_enabled()
     with compat.op_determinism(False):
         assert not tf_config.is_op_determinism_enabled()
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_tensorboard_writes_the_steps_keras_writes_and_the_graph(tmp_path, steps_per_execution):
+    x, y = _data(16)
+
+    class StepHook(keras.callbacks.Callback):  # Keras calls step hooks only when one needs them
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    def fit(callback_class, log_dir):
+        model = _tiny_model()
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse",
+                      steps_per_execution=steps_per_execution)
+        tensorboard = callback_class(str(log_dir), update_freq=4, write_graph=True,
+                                     profile_batch=0)
+        model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[tensorboard, StepHook()])
+        return read_events(str(log_dir / "train"))
+
+    ours, theirs = fit(compat.TensorBoard, tmp_path / "ours"), fit(keras.callbacks.TensorBoard,
+                                                                   tmp_path / "keras")
+    assert sorted(ours["batch_loss"]) == sorted(theirs["batch_loss"]) == [4, 8, 12, 16]
+    for step, value in theirs["batch_loss"].items():
+        assert ours["batch_loss"][step] == pytest.approx(value)
+    assert list(ours["epoch_loss"]) == [0, 1]
+    graphs = [f for f in glob.glob(str(tmp_path / "ours" / "train" / "events.*"))
+              if b"keras_model" in open(f, "rb").read() or b"graph_def" in open(f, "rb").read()]
+    assert graphs, "no train graph written"
+
+
+def test_backup_and_restore_resumes_after_its_own_step_backups(tmp_path):
+    """Its per-step write of the step variable is gone; its own backups still resume right."""
+    x, y = _data()
+
+    class KillAtStep3(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                raise KeyboardInterrupt
+
+    backup = compat.BackupAndRestore(str(tmp_path / "backup"), save_freq=3)
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_model().fit(x, y, batch_size=2, epochs=2, verbose=0,
+                          callbacks=[backup, KillAtStep3()])
+    first = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: first.append(batch))
+    _tiny_model(seed=1).fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[
+        keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=1000), record])
+    assert first[0] == 3  # backed up after step 2 (the third), resumed at step 3

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from trainer import compat
+from trainer import compat, step_count
 
 
 STATS_GROUP = "layer_stats"  # TensorBoard tag group: layer_stats/<statistic>/<layer path>
@@ -49,7 +49,8 @@ class GradientHistograms(keras.callbacks.Callback):
     - gradient_norm: L2 norm of the layer's loss gradient on the fixed batch;
     - weight_norm: L2 norm of its weights;
     - update_ratio: |w_after - w_before| / |w_before| over the epoch's LAST optimizer step
-      (a per-step figure, whatever the optimizer);
+      (a per-step figure, whatever the optimizer; with `steps_per_execution` = k, over the
+      last k steps);
     - dead_units (ReLU layers of the model's own head only): share of units (channels) that
       are 0 for every example and position of the fixed batch.
 
@@ -65,8 +66,12 @@ class GradientHistograms(keras.callbacks.Callback):
     this callback logs at epochs N-1, 2N-1, ..., the same ones when N is 1).
     """
 
-    def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True):
+    _supports_tf_logs = True  # reads no logs in its step hook
+
+    def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True,
+                 steps_per_execution=1):
         super().__init__()
+        self._steps_per_execution = steps_per_execution
         self.images, self.labels = (np.asarray(t) for t in batch)
         self.strategy = strategy  # None: the model's distribute_strategy
         self.freq = freq
@@ -140,7 +145,8 @@ class GradientHistograms(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = (self.params or {}).get("steps")
-        if (self._epoch + 1) % self.freq == 0 and (steps is None or batch == steps - 1):
+        last = batch + self._steps_per_execution - 1  # the last step of this call
+        if (self._epoch + 1) % self.freq == 0 and (steps is None or last >= steps - 1):
             self._before_last_step = [tf.identity(v.read_value())
                                       for v in self.model.trainable_variables]
 
@@ -241,12 +247,15 @@ class LearningRateLogger(keras.callbacks.Callback):
     (the step counter is the optimizer's, restored on resume, so steps are never repeated). Each
     value is the rate of the optimizer's next step."""
 
+    _supports_tf_logs = True  # reads no logs in its step hook
+
     def __init__(self, log_dir=None, every_steps=0, is_chief=True):
         super().__init__()
         self._log_dir, self._every, self._chief = log_dir, every_steps, is_chief
-        self._writer, self._step = None, 0
+        self._writer, self._steps = None, step_count.StepCount()
 
     def _rates(self):
+        """{name: rate tensor}: written as they are, without a wait for the device."""
         rates = {"learning_rate": _current_lr(self.model.optimizer)}
         backbone_optimizer = getattr(self.model, "backbone_optimizer", None)
         if backbone_optimizer is not None:
@@ -254,20 +263,22 @@ class LearningRateLogger(keras.callbacks.Callback):
         return rates
 
     def on_train_begin(self, logs=None):
-        self._step = int(self.model.optimizer.iterations.numpy())
+        self._steps = step_count.StepCount(int(self.model.optimizer.iterations.numpy()))
         if self._log_dir and self._every and self._chief:
             self._writer = tf.summary.create_file_writer(f"{self._log_dir}/train")
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._steps.begin(batch)
+
     def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._writer is not None and self._step % self._every == 0:
-            with self._writer.as_default(step=self._step), tf.summary.record_if(True):
+        if self._steps.end(batch, self._every) and self._writer is not None:
+            with self._writer.as_default(step=self._steps.done), tf.summary.record_if(True):
                 for name, rate in self._rates().items():
                     tf.summary.scalar(f"batch_{name}", rate)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs.update(self._rates())
+            logs.update({name: float(rate) for name, rate in self._rates().items()})
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
@@ -275,13 +286,13 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 def _current_lr(optimizer):
-    """The rate of the optimizer's next step, as Keras's TensorBoard callback logs a schedule's
+    """The rate of the optimizer's next step (a tensor), as Keras's TensorBoard callback logs a schedule's
     (`optimizer.learning_rate` would give the rate of its latest step)."""
     rate = compat.learning_rate_setting(optimizer)
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
     if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-        rate = rate(optimizer.iterations)
-    return float(keras.backend.get_value(rate))
+        return rate(optimizer.iterations)
+    return tf.convert_to_tensor(rate)
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -21,7 +21,7 @@ from absl import logging
 
 from tfrecords_tool import errors
 from tfrecords_tool import filesystems
-from trainer import compat
+from trainer import compat, step_count
 
 
 class Preempted(errors.ToolError):
@@ -37,6 +37,8 @@ class NonFiniteLoss(errors.ToolError):
 class StateBackup(keras.callbacks.Callback):
     """Completes `BackupAndRestore(save_freq=N steps)`: also backs up at each epoch end (after the
     other epoch-end callbacks, so put it last) and when SIGTERM arrives, then stops."""
+
+    _supports_tf_logs = True  # reads no logs in its step hook
 
     def __init__(self, backup):
         super().__init__()
@@ -131,20 +133,30 @@ class _StepBackup(compat.BackupAndRestore):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Raises NonFiniteLoss when a step's loss is NaN/inf, and at an epoch end (before the
-    checkpoint callbacks) when the last step left non-finite weights or a non-finite val_loss:
-    a step's loss is computed before its update, so the batch check alone would let the
-    epoch-end checkpoints save weights broken by the epoch's last step."""
+    """Raises NonFiniteLoss when the epoch's running loss is NaN/inf, checked every
+    `every_steps` steps (reading the loss is a host-device sync: a check at every step would let
+    the host no longer run ahead of the accelerator), and at an epoch end (before the checkpoint
+    callbacks) when the last step left non-finite weights or a non-finite val_loss. Once a step
+    is non-finite the running mean stays so for the epoch, so no check misses it. Nothing broken
+    is ever saved: the step backups check the weights themselves (_StepBackup.should_back_up)."""
 
+    _supports_tf_logs = True  # the loss stays a tensor between checks
     _epoch = 0
+
+    def __init__(self, every_steps=100):
+        super().__init__()
+        self._every, self._steps = every_steps, step_count.StepCount()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._steps.begin(batch)
+
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
+        loss = (logs or {}).get("loss") if self._steps.end(batch, self._every) else None
         if loss is not None and not np.isfinite(float(loss)):
-            raise NonFiniteLoss(f"loss became {float(loss)} at epoch {self._epoch + 1}, step "
+            raise NonFiniteLoss(f"loss became {float(loss)} by epoch {self._epoch + 1}, step "
                                 f"{batch + 1}; stopped, the last checkpoints are from before it "
                                 "(lower the learning rate?)")
 
@@ -232,15 +244,17 @@ def _save_atomically(save, path):
 
 
 def checkpoint_callbacks(model_dir, backup_every_steps, full_model, chief, keep_epochs=0,
-                         stateful=()):
+                         stateful=(), steps_per_execution=1):
     """(first, last): callbacks to run before all others and after all others.
 
-    First: stop on a non-finite loss; restore the backup, and back up every N steps.
+    First: stop on a non-finite loss; restore the backup, and back up every N steps (a multiple
+    of `steps_per_execution`: Keras's callback counts its calls).
     Last: per-epoch and best checkpoints, then the epoch-end/SIGTERM backup, then the epoch
     history that a resumed run replays into the `stateful` callbacks.
     """
     tf.io.gfile.makedirs(f"{model_dir}/checkpoints")
-    backup = _StepBackup(f"{model_dir}/backup", save_freq=backup_every_steps)
+    backup = _StepBackup(f"{model_dir}/backup",
+                         save_freq=backup_every_steps // steps_per_execution)
     return ([StopOnNonFiniteLoss(), backup],
             [SaveCheckpoints(model_dir, full_model, chief, keep_epochs), StateBackup(backup),
              EpochHistory(f"{model_dir}/history.json", stateful, chief)])

@@ -20,6 +20,8 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
+from trainer import step_count
+
 
 # ---------------------------------------------------------------------------------------------
 # AutoGraph (trainer/__init__.py)
@@ -66,14 +68,15 @@ def learning_rate_setting(optimizer):
 # ---------------------------------------------------------------------------------------------
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's BackupAndRestore with the two things its public interface lacks:
+    """Keras's BackupAndRestore with what its public interface lacks:
 
     - `back_up(epoch, batch)`: a backup now (at an epoch end after the other callbacks, and on
       SIGTERM), resumed like the callback's own every-`save_freq`-steps backups;
     - `should_back_up(epoch, batch)`: a hook asked before EVERY backup, the callback's own
-      included (override it; this one always says yes).
+      included (override it; this one always says yes);
+    - no per-step device write: the step a backup resumes after is set when it is written.
 
-    Both rest on the private `BackupAndRestore._backup(epoch, batch)`, the one method its
+    All rest on the private `BackupAndRestore._backup(epoch, batch)`, the one method its
     `on_train_batch_end` / `on_epoch_end` call to write the training state
     (`WorkerTrainingState.back_up`, itself internal). The public callback backs up only on its
     own schedule (`save_freq`, or `save_before_preemption` on TPU/PSS preemption notices), and
@@ -83,17 +86,23 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     def should_back_up(self, epoch, batch):  # pylint: disable=unused-argument
         return True
 
+    def on_train_batch_begin(self, batch, logs=None):
+        # Keras assigns the step to the backed-up `_ckpt_saved_batch` variable at every step
+        # (a device write per step); `_backup` assigns it once, just before it writes.
+        pass
+
     def back_up(self, epoch, batch=0):
         """Backs up the training state as "step `batch` of `epoch` done" (if should_back_up)."""
         self._backup(epoch=epoch, batch=batch)
 
     def _backup(self, epoch, batch=0):
         if self.should_back_up(epoch, batch):
+            self._training_state._ckpt_saved_batch.assign(batch)
             super()._backup(epoch=epoch, batch=batch)
 
 
 # ---------------------------------------------------------------------------------------------
-# TensorBoard callback (trainer/main.py flushes it each epoch)
+# TensorBoard callback (trainer/training.py)
 # ---------------------------------------------------------------------------------------------
 
 def flush_tensorboard(callback):
@@ -116,6 +125,51 @@ def flush_tensorboard(callback):
     for writer in writers.values():
         writer.flush()
     return len(writers)
+
+
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback with no per-step host work between its writes, and its
+    writers flushed at each epoch end (`flush_tensorboard`).
+
+    Keras's `on_train_batch_end` calls `tf.summary.scalar` for every log at every step and lets
+    `record_if(step % update_freq == 0)` drop them: ~1 ms a step on 2 CPU cores, a third of
+    model1's cached-head step (`python -m trainer.bench --stages=loop`). Here the step logs are
+    written only at the first step at or after each multiple of update_freq (exactly the
+    multiples when `steps_per_execution` divides the steps per epoch), counted in Python from
+    Keras's step variable `_train_step` as it is when fit starts, into Keras's own train writer
+    `_train_writer`. The train graph, which Keras writes in the first step's hook (~0.1 s: alone
+    enough for Keras's "on_train_batch_end is slow" warning), is written at the first epoch end
+    instead. Also uses the private `_should_write_train_graph`, `_should_trace` (the profiler:
+    its step hooks run as Keras's) and `_write_keras_model_train_graph`; no public option does
+    any of it.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        # After BackupAndRestore restored it (that callback goes first); read once per fit.
+        self._steps = step_count.StepCount(int(self._train_step.numpy()))
+        self._graph_pending, self._should_write_train_graph = self._should_write_train_graph, False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._steps.begin(batch)
+        super().on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._should_trace:
+            super().on_train_batch_end(batch, logs)
+        every = self.update_freq if isinstance(self.update_freq, int) else 0
+        if self._steps.end(batch, every) and isinstance(logs, dict):
+            with self._train_writer.as_default(step=self._steps.done), \
+                    tf.summary.record_if(True):
+                for name, value in logs.items():
+                    tf.summary.scalar("batch_" + name, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._graph_pending:
+            self._write_keras_model_train_graph()
+            self._graph_pending = False
+        super().on_epoch_end(epoch, logs)
+        flush_tensorboard(self)
 
 
 # ---------------------------------------------------------------------------------------------

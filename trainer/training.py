@@ -10,6 +10,7 @@ model_dir; a finished run (final.keras exists) is not trained again unless `over
 import contextlib
 import dataclasses
 import json
+import math
 import re
 import signal
 from typing import Dict, List, Optional
@@ -69,8 +70,10 @@ class TrainConfig(distribute.DistributionConfig):
     log_every_steps: int = setting(50, "Write step-level scalars every N steps.", lower_bound=1)
     keep_epoch_checkpoints: int = setting(
         5, "Keep the newest N checkpoints/epoch-NNN.weights.h5 (0: all).", lower_bound=0)
-    backup_every_steps: int = setting(200, "Back up the training state every N steps.",
-                                      lower_bound=1)
+    backup_every_steps: Optional[int] = setting(
+        None, "Back up the training state every N steps. Default: 200 image steps, 2000 steps "
+        "of the head on the feature cache (a few ms each: a backup every 200 would cost ~7% of "
+        "the run).", lower_bound=1)
     early_stopping: str = setting(
         "none", f"val_loss: Keras EarlyStopping on val_loss with patience; reference: the "
         f"reference notebook's rule ({MODELS_DOC}).", choices=("none", "val_loss", "reference"))
@@ -83,6 +86,16 @@ class TrainConfig(distribute.DistributionConfig):
     class_weight: str = setting(
         "none", "none, balanced (from the training manifest's class counts) or a JSON file of "
         "per-class weights.")
+    steps_per_execution: Optional[int] = setting(
+        None, "Training steps per call into TensorFlow (Keras steps_per_execution): fewer host "
+        "round trips for small steps. Default: 10 for the head on the feature cache, 1 for "
+        "image steps (docs/benchmarks.md#loop_overhead_cached). --log_every_steps and "
+        "--backup_every_steps must be multiples of it.", lower_bound=1)
+    jit_compile: str = setting(
+        "auto", "XLA-compile the training step: on, off, or auto = on with a GPU, off on CPUs "
+        "(where it measured slower: docs/benchmarks.md#loop_overhead_cached) and with "
+        "--deterministic (XLA has no deterministic MaxPool gradient).",
+        choices=("auto", "on", "off"))
     feature_cache: bool = setting(
         True, "Models 1/2 without augmentation: compute the frozen VGG16 features once and train "
         "the head on them (exact, and much faster after the first pass).")
@@ -190,7 +203,30 @@ def compiled_model(config, image_size, num_classes, total_steps):
     return model
 
 
-def _compile(config, model, total_steps):
+def backup_every_steps(config, cached_head):
+    """config.backup_every_steps, or its default for a fit of the cached head or of images."""
+    return config.backup_every_steps or (2000 if cached_head else 200)
+
+
+def steps_per_execution(config, cached_head, steps_per_epoch):
+    """config.steps_per_execution, or its default: for the cached head the largest divisor of
+    10 that divides log_every_steps, the backup interval and the steps per epoch (so that
+    step-level logs and backups fall on the same steps as with 1), for images 1."""
+    if config.steps_per_execution:
+        return config.steps_per_execution
+    return (math.gcd(10, config.log_every_steps, backup_every_steps(config, cached_head),
+                     steps_per_epoch) if cached_head else 1)
+
+
+def jit_compile(config):
+    """config.jit_compile as a bool (auto: on when a GPU is visible and ops need not be
+    deterministic: XLA has no deterministic MaxPool gradient)."""
+    if config.jit_compile == "auto":
+        return bool(tf.config.list_physical_devices("GPU")) and not config.deterministic
+    return config.jit_compile == "on"
+
+
+def _compile(config, model, total_steps, per_execution=1):
     """Head at learning_rate; model3's fine-tuned VGG16 layers at backbone_learning_rate; both
     through lr_schedule and warmup_steps over `total_steps` optimizer steps."""
     def optimizer(peak):
@@ -201,14 +237,23 @@ def _compile(config, model, total_steps):
 
     backbone_optimizer = (optimizer(config.backbone_learning_rate)
                           if config.model == "model3" else None)
-    models.compile_model(model, optimizer(config.learning_rate), backbone_optimizer)
+    models.compile_model(model, optimizer(config.learning_rate), backbone_optimizer,
+                         steps_per_execution=per_execution,
+                         jit_compile=jit_compile(config))
 
 
-def head_on_cached_features(config, strategy, model, manifest, total_steps):
-    """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
+def compiled_head(config, strategy, model, total_steps, steps_per_epoch):
+    """(backbone, head of `model` compiled as `train` fits it on the feature cache)."""
     with strategy.scope():  # the head Model must be created in the scope to fit distributed
         backbone, head = models.split_backbone_head(model)
-        _compile(config, head, total_steps)
+        _compile(config, head, total_steps,
+                 steps_per_execution(config, True, steps_per_epoch))
+    return backbone, head
+
+
+def head_on_cached_features(config, strategy, model, manifest, total_steps, steps_per_epoch):
+    """(head model, cached train dataset, cached val dataset): the head fits on VGG16 features."""
+    backbone, head = compiled_head(config, strategy, model, total_steps, steps_per_epoch)
 
     def cached(split, training):
         split_manifest = data.read_manifest(config.data_dir, split)
@@ -236,6 +281,14 @@ def _check_data(config, strategy):
         raise errors.UsageError(
             f"--image_size={config.image_size} but the '{config.train_split}' records are "
             f"{image_size}x{image_size}: convert again or drop the flag")
+    if config.jit_compile == "on" and config.deterministic:
+        raise errors.UsageError("--jit_compile=on cannot run with --deterministic: XLA has no "
+                                "deterministic MaxPool gradient (VGG16's pools)")
+    every = config.steps_per_execution
+    for name in ("log_every_steps", "backup_every_steps"):
+        if every and (getattr(config, name) or every) % every:
+            raise errors.UsageError(f"--{name}={getattr(config, name)} is not a multiple of "
+                                    f"--steps_per_execution={every}")
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise errors.UsageError(
@@ -280,7 +333,7 @@ def _fit(config, strategy):
         val_ds = dataset(config.val_split, False) if config.val_split else None
     else:
         fitted, train_ds, val_ds = head_on_cached_features(config, strategy, model, manifest,
-                                                           config.epochs * steps)
+                                                           config.epochs * steps, steps)
     if chief:
         with tf.io.gfile.GFile(f"{config.model_dir}/class_names.json", "w") as f:
             json.dump(manifest["class_names"], f)
@@ -288,42 +341,58 @@ def _fit(config, strategy):
             json.dump(_run_info(config, model, strategy.num_replicas_in_sync, image_size,
                                 num_classes, steps), f, indent=1)
 
-    fit_callbacks = _callbacks(config, strategy, model, fitted, train_ds, chief)
+    callback_list = fit_callbacks(config, strategy, model, fitted, train_ds, chief, steps)
     logging.info("training %s on %d records (%d steps/epoch x %d epochs, global batch %d over %d "
-                 "replicas (%s), policy %s); TensorBoard: tensorboard --logdir %s", config.model,
-                 manifest["num_records"], steps, config.epochs, config.batch_size,
-                 strategy.num_replicas_in_sync, distribute.strategy_name(strategy),
-                 keras.mixed_precision.global_policy().name, config.log_dir)
+                 "replicas (%s), policy %s, %d steps per execution, XLA %s); TensorBoard: "
+                 "tensorboard --logdir %s", config.model, manifest["num_records"], steps,
+                 config.epochs, config.batch_size, strategy.num_replicas_in_sync,
+                 distribute.strategy_name(strategy), keras.mixed_precision.global_policy().name,
+                 steps_per_execution(config, fitted is not model, steps),
+                 "on" if jit_compile(config) else "off", config.log_dir)
     try:
         fitted.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps,
-                   validation_data=val_ds, class_weight=weights, callbacks=fit_callbacks,
-                   verbose=2)
+                   validation_data=val_ds,
+                   validation_steps=_validation_steps(config, val_ds, fitted is not model, steps),
+                   class_weight=weights, callbacks=callback_list, verbose=2)
     except BaseException:
         # fit() skips on_train_end when it raises (a NaN, a preemption): TensorBoard's writer
         # would stay the default summary writer, and the next fit in this process would write
         # to it closed. The other callbacks' on_train_end must not run (BackupAndRestore's
         # deletes the backup a preempted run resumes from).
-        for callback in fit_callbacks:
+        for callback in callback_list:
             if isinstance(callback, keras.callbacks.TensorBoard):
                 callback.on_train_end()
         raise
     checkpointing.save_final_model(model, config.final_model, chief)
 
 
-def _callbacks(config, strategy, model, fitted, train_ds, chief):
-    """checkpointing's first ones, learning rates, timing, TensorBoard, histograms, stopping,
-    checkpointing's last ones: in the order they must run."""
+def _validation_steps(config, val_ds, cached_head, steps_per_epoch):
+    """Every validation batch: Keras needs the count with steps_per_execution > 1 (None: until
+    the data ends, as multi-worker validation needs)."""
+    if val_ds is None or steps_per_execution(config, cached_head, steps_per_epoch) == 1:
+        return None
+    records = data.read_manifest(config.data_dir, config.val_split)["num_records"]
+    return max(1, math.ceil(records / config.batch_size))
+
+
+def fit_callbacks(config, strategy, model, fitted, train_ds, chief, steps_per_epoch):
+    """Every callback `train` fits `fitted` with (`model`: the full model it saves; the same
+    model unless the head trains on the feature cache): checkpointing's first ones, learning
+    rates, timing, TensorBoard, histograms, stopping, checkpointing's last ones, in the order
+    they must run. Files go to config.model_dir and config.log_dir."""
     log_dir = config.log_dir
     stopping = {"none": [], "reference": [callbacks.ReferenceStopping()],
                 "val_loss": [keras.callbacks.EarlyStopping("val_loss", patience=config.patience)],
                 }[config.early_stopping]
+    cached_head = fitted is not model
+    per_execution = steps_per_execution(config, cached_head, steps_per_epoch)
     first, last = checkpointing.checkpoint_callbacks(
-        config.model_dir, config.backup_every_steps, model, chief, config.keep_epoch_checkpoints,
-        stateful=stopping)
+        config.model_dir, backup_every_steps(config, cached_head), model, chief,
+        config.keep_epoch_checkpoints,
+        stateful=stopping, steps_per_execution=per_execution)
     # Weight histograms are Keras' (histogram_freq); gradients and layer_stats are ours below.
-    tensorboard = keras.callbacks.TensorBoard(log_dir, update_freq=config.log_every_steps,
-                                              write_graph=True,
-                                              histogram_freq=config.histogram_freq)
+    tensorboard = compat.TensorBoard(log_dir, update_freq=config.log_every_steps,
+                                     write_graph=True, histogram_freq=config.histogram_freq)
     middle = [
         # After `first` restored a backup: the optimizers' learning rates are the config's, not
         # the backed-up ones, so that a rerun with another learning_rate (e.g. after a NaN) uses it.
@@ -331,18 +400,17 @@ def _callbacks(config, strategy, model, fitted, train_ds, chief):
             on_train_begin=lambda logs: _apply_learning_rates(config, fitted)),
         callbacks.LearningRateLogger(log_dir, config.log_every_steps, chief),
         callbacks.EpochTimer(config.batch_size),  # before TensorBoard: it logs what this adds
+        # Flushed each epoch (writers flush every 2 minutes): a killed or preempted run keeps
+        # the curves of the epochs it finished.
         tensorboard,
-        # Summary writers flush every 2 minutes: flush each epoch so that a killed or preempted
-        # run keeps the curves of the epochs it finished.
-        keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: compat.flush_tensorboard(tensorboard)),
     ]
     log_augmented = config.log_augmented_images and config.augment != "none"
     if config.histogram_freq or log_augmented:
         images, labels = next(iter(train_ds))  # a fixed batch (an iterator fills a shuffle buffer)
     if config.histogram_freq:
         middle.append(callbacks.GradientHistograms(log_dir, (images, labels), strategy,
-                                                   freq=config.histogram_freq, is_chief=chief))
+                                                   freq=config.histogram_freq, is_chief=chief,
+                                                   steps_per_execution=per_execution))
     if log_augmented:
         layer = model.get_layer(models.BACKBONE).get_layer("augmentation")
         middle.append(augment.AugmentedImages(log_dir, layer, images,

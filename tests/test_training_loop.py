@@ -1,0 +1,71 @@
+"""The training loop's host work (issue: loop overhead): no slow-callback warning on a
+demo-size cached run, step-level writes at the same steps whatever --steps_per_execution, and
+settings that cannot work refused before training. In-process (`train_here`)."""
+import pytest
+
+from trainer.reporting import read_events
+from trainer_fixtures import base_args, train_here
+from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
+
+SLOW = "slow compared to the batch time"
+
+
+@pytest.mark.parametrize("extra, per_execution", [([], 2), (["--steps_per_execution=1"], 1)])
+def test_demo_size_cached_run_has_no_slow_callback(trainer_data, tmp_path, extra,  # noqa: F811
+                                                   per_execution):
+    """configs/sample_demo.cfg's settings (histograms every epoch, scalars every 5 steps) on
+    model1's cached head at 128 px, the README demo's first run; Keras times the step hooks
+    over the first 5 calls and warns when they cost more than the steps."""
+    model_dir = tmp_path / "run"
+    run = train_here(*base_args(trainer_data(128), model_dir, "--histogram_freq=1",
+                                "--log_every_steps=2", *extra, model="model1", epochs=6,
+                                batch_size=12))
+    assert run.returncode == 0, run.tail()
+    assert "feature cache on" in run.stderr
+    assert f"{per_execution} steps per execution, XLA off" in run.stderr  # the defaults on CPU
+    assert SLOW not in run.stderr, run.tail()
+    steps = read_events(str(model_dir / "logs" / "train"))
+    # 72 training pages, batch 12: 6 steps an epoch, 36 in all; written every 2 steps
+    assert sorted(steps["batch_loss"]) == list(range(2, 37, 2))
+    assert sorted(steps["batch_learning_rate"]) == list(range(2, 37, 2))
+
+
+def test_steps_per_execution_must_divide_the_step_intervals(trainer_data, tmp_path):  # noqa: F811
+    run = train_here(*base_args(trainer_data(32), tmp_path / "run", "--steps_per_execution=4",
+                                "--log_every_steps=6"))
+    assert run.returncode == 2
+    assert "--log_every_steps=6 is not a multiple of --steps_per_execution=4" in run.stderr
+
+
+def test_xla_on_and_off_give_the_same_losses():
+    """model2 as `train` compiles it, the same weights and batches, with and without XLA."""
+    import numpy as np
+    import tf_keras as keras
+
+    from trainer import training
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (48, 32, 32, 1), dtype=np.uint8)
+    labels = rng.integers(0, 16, 48)
+    losses = {}
+    for jit in ("on", "off"):
+        config = training.TrainConfig(model="model2", weights="none", jit_compile=jit)
+        keras.utils.set_random_seed(0)
+        model = training.compiled_model(config, 32, 16, total_steps=6)
+        history = model.fit(images, labels, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        losses[jit] = history.history["loss"]
+        assert model._jit_compile == (jit == "on")  # pylint: disable=protected-access
+    assert losses["on"] == pytest.approx(losses["off"], rel=1e-4)
+    assert losses["on"][1] != losses["on"][0]  # it trained
+
+
+def test_xla_with_deterministic_ops_is_refused_and_auto_leaves_it_off(trainer_data,  # noqa: F811
+                                                                      tmp_path):
+    """XLA has no deterministic MaxPool gradient: TensorFlow fails at the first step."""
+    from trainer import training
+
+    run = train_here(*base_args(trainer_data(32), tmp_path / "run", "--deterministic",
+                                "--jit_compile=on"))
+    assert run.returncode == 2
+    assert "--jit_compile=on cannot run with --deterministic" in run.stderr
+    assert not training.jit_compile(training.TrainConfig(deterministic=True))
