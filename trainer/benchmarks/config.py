@@ -11,6 +11,9 @@ from trainer import distribute
 class BenchConfig(distribute.DistributionConfig):
     """Every setting of a benchmark run; `dataclasses.asdict` of it is bench.json's `settings`."""
     output: str = setting("bench.json", "JSON file for the results.")
+    stages: List[str] = setting(("inputs", "loop"), "What to measure: inputs (reference loader, "
+                                "converter, pipeline, cached epochs, training steps), loop (the "
+                                "training loop's own overhead).")
     work_dir: Optional[str] = setting(None, "Parent of the temporary work directory (default: "
                                       "the system's temporary directory).")
     keep_work_dir: bool = setting(False, "Keep the generated pages and records.")
@@ -70,3 +73,9 @@ class BenchConfig(distribute.DistributionConfig):
                                     "(trainer.main's default).", lower_bound=1)
     precision: str = setting("auto", "Keras mixed precision policy; auto = mixed_float16 on GPU, "
                              "float32 otherwise.", choices=distribute.PRECISIONS)
+    loop_steps_cached: int = setting(300, "Steps per timed epoch of the loop overhead of model1's "
+                                     "cached head (batch --cache_batch_size).", lower_bound=1)
+    loop_steps_model2: int = setting(12, "Steps per timed epoch of the loop overhead of model2 "
+                                     "at 64 px (batch --cache_batch_size).", lower_bound=1)
+    loop_epochs: int = setting(2, "Timed epochs (after a warm-up one) of each loop-overhead fit; "
+                               "--repeats fits of each kind, alternating.", lower_bound=1)

@@ -18,14 +18,14 @@ import tf_keras as keras
 
 from tfrecords_tool import errors, sample
 from trainer import data, distribute, models
-from trainer.benchmarks import (converter_stages, machine, pipeline_stages, reference, targets,
-                                training_stages)
+from trainer.benchmarks import (converter_stages, loop_stages, machine, pipeline_stages,
+                                reference, targets, training_stages)
 
 ENCODED_FORMATS = ("png", "jpeg")
 DOCS = "docs/benchmarks.md"
 # Keys whose reading needs more than their name: their section of DOCS.
 NOTES = ("throughput", "convert", "pipeline_img_s_augment", "augment_cpu_img_s",
-         "cached_epoch_speedup")
+         "cached_epoch_speedup", "loop_overhead_cached", "loop_overhead_model2")
 
 
 class Stages:
@@ -90,15 +90,50 @@ def write(result, path):
 
 
 def run(config, work, strategy, stages):
-    """All measurements in `work`; returns the result dict."""
-    log = stages.log
-    cores = os.cpu_count()
-    size, repeats, seed = config.image_size, config.repeats, config.seed
+    """The measurements of config.stages in `work`; returns the result dict."""
     result = {"machine": machine.machine_info(), "settings": dataclasses.asdict(config)}
     result["machine"].update(policy=keras.mixed_precision.global_policy().name,
                              replicas=strategy.num_replicas_in_sync)
     result["machine"]["loadavg_before"] = list(os.getloadavg())
+    if "inputs" in config.stages:
+        _input_stages(config, work, strategy, stages, result)
+    if "loop" in config.stages:
+        _loop_stages(config, work, strategy, stages, result)
+    stages.log(None)
+    result["stage_s"] = dict(stages.seconds)
+    result["machine"]["loadavg_after"] = list(os.getloadavg())
+    result["targets"] = targets.check(result, targets.read())
+    if "inputs" in config.stages:
+        # What a target's reading depends on (docs/benchmarks.md says when it applies).
+        full = converter_stages.best_conversion(result["convert"]["workers_all"])
+        result["targets"].get("convert_scaling", {}).update(
+            workers=config.workers, cpu_cores=os.cpu_count(), cores_used=full["cores_used"],
+            parallel_capacity=result["machine"]["parallel_capacity"])
+        result["targets"].get("pipeline_img_s_per_core", {}).update(image_size=config.image_size)
+    result["notes"] = {name: f"{DOCS}#{name}" for name in NOTES
+                       if name in result or name == "throughput"}
+    return result
 
+
+def _loop_stages(config, work, strategy, stages, result):
+    """loop_overhead_cached / loop_overhead_model2: bare fit steps/s over the product's."""
+    result["loop"] = {}
+    for key, model_name, size, cached, steps in (
+            ("cached", "model1", 128, True, config.loop_steps_cached),
+            ("model2", "model2", 64, False, config.loop_steps_model2)):
+        stages.log(f"loop overhead ({model_name}{' cached head' if cached else ''}, {size}px): "
+                   "bare fit vs every callback", stage=f"loop_{key}")
+        result["loop"][key] = loop_stages.loop_overhead(
+            model_name, size, cached, config.cache_batch_size, steps, config.loop_epochs,
+            config.repeats, config.seed, work, strategy)
+        result[f"loop_overhead_{key}"] = result["loop"][key]["overhead"]
+
+
+def _input_stages(config, work, strategy, stages, result):
+    """The reference loader, converter, pipeline and cached-epoch figures into `result`."""
+    log = stages.log
+    cores = os.cpu_count()
+    size, repeats, seed = config.image_size, config.repeats, config.seed
     log(f"generating {16 * config.pages_per_class} TIFF pages in {work}", stage="generate")
     start = time.perf_counter()
     info = sample.generate(os.path.join(work, "sample"), config.pages_per_class, seed=seed,
@@ -181,18 +216,6 @@ def run(config, work, strategy, stages):
             raw_copies, size, "raw", model_name, config.train_batch_size, config.train_steps,
             repeats, config.shuffle_buffer, seed, strategy)
 
-    log(None)
-    result["stage_s"] = dict(stages.seconds)
-    result["machine"]["loadavg_after"] = list(os.getloadavg())
-    result["targets"] = targets.check(result, targets.read())
-    # What a target's reading depends on (docs/benchmarks.md says when it applies).
-    full = converter_stages.best_conversion(result["convert"]["workers_all"])
-    result["targets"].get("convert_scaling", {}).update(
-        workers=config.workers, cpu_cores=cores, cores_used=full["cores_used"],
-        parallel_capacity=result["machine"]["parallel_capacity"])
-    result["targets"].get("pipeline_img_s_per_core", {}).update(image_size=size)
-    result["notes"] = {name: f"{DOCS}#{name}" for name in NOTES}
-    return result
 
 
 def _conversions(config, info, work, result, stages):

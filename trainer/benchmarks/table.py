@@ -6,6 +6,31 @@ def _cores(used):
 
 
 def table(result):
+    rows = _input_rows(result) if "seed_loader_img_s" in result else []
+    for key, measured in result.get("loop", {}).items():
+        rows.append((f"loop_overhead_{key}", measured["overhead"],
+                     f"{measured['model']}{' cached head' if measured['cached_head'] else ''}: "
+                     f"bare {measured['bare_steps_s']:,.1f} vs {measured['product_steps_s']:,.1f} "
+                     f"steps/s (steps_per_execution {measured['steps_per_execution']})"))
+    lines = [f"{'metric':<24}{'value':>14}  note"]
+    lines += [f"{name:<24}{value:>14,.2f}  {note}" for name, value, note in rows]
+    lines.append("")
+    lines.append(f"{'target':<28}{'value':>10}{'target':>10}  met  (docs/benchmarks.md)")
+    for name, t in result["targets"].items():
+        bound = f"{'<=' if t.get('at_most') else ''}{t['target']:,.2f}"
+        lines.append(f"{name:<28}{t['value']:>10,.2f}{bound:>10}  "
+                     f"{'yes' if t['met'] else 'NO'} ({t['margin']:.2f}x of target)")
+    machine = result["machine"]
+    lines.append("")
+    capacity = machine.get("parallel_capacity")
+    lines.append(f"machine: {machine['cpu_cores']} cores ({machine['cpu_model']}), TF "
+                 f"{machine['tensorflow']}, GPU: {'yes' if machine['gpu'] else 'no'}, parallel "
+                 f"capacity {capacity}, load {machine['loadavg_before'][0]:.2f} "
+                 f"-> {machine['loadavg_after'][0]:.2f}")
+    return "\n".join(lines)
+
+
+def _input_rows(result):
     rows = [
         ("seed_loader_img_s", result["seed_loader_img_s"], "reference ImageDataGenerator"),
         ("gray_page_ms", result["page_stages"]["gray_page_ms"], "converter: decode to gray, per page"),
@@ -39,17 +64,4 @@ def table(result):
         rows.append((f"train_img_s_{model_name}", measured["img_s_pipeline"],
                      f"fit on the pipeline; in memory {measured['img_s_in_memory']:,.1f}: input-bound "
                      f"{'yes' if measured['input_bound'] else 'no'}, {measured['policy']}"))
-    lines = [f"{'metric':<24}{'value':>14}  note"]
-    lines += [f"{name:<24}{value:>14,.2f}  {note}" for name, value, note in rows]
-    lines.append("")
-    lines.append(f"{'target':<28}{'value':>10}{'target':>10}  met  (docs/benchmarks.md)")
-    for name, t in result["targets"].items():
-        lines.append(f"{name:<28}{t['value']:>10,.2f}{t['target']:>10,.1f}  "
-                     f"{'yes' if t['met'] else 'NO'} ({t['margin']:.2f}x of target)")
-    machine = result["machine"]
-    lines.append("")
-    lines.append(f"machine: {machine['cpu_cores']} cores ({machine['cpu_model']}), TF "
-                 f"{machine['tensorflow']}, GPU: {'yes' if machine['gpu'] else 'no'}, parallel "
-                 f"capacity {machine['parallel_capacity']}, load {machine['loadavg_before'][0]:.2f} "
-                 f"-> {machine['loadavg_after'][0]:.2f}")
-    return "\n".join(lines)
+    return rows

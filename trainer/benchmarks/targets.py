@@ -8,8 +8,9 @@ HEADING = "## Targets"
 
 
 def read(path=DOC):
-    """{target name: {"key": result key, "target": number, "unit": str}} from the table under
-    HEADING (columns: name, bench.json key, target, unit, why); {} without the file."""
+    """{target name: {"key": result key, "target": number, "unit": str, "at_most": bool}} from
+    the table under HEADING (columns: name, bench.json key, target ("x" or "<= x"), unit, why);
+    {} without the file."""
     try:
         with open(path) as f:
             lines = f.read().splitlines()
@@ -24,18 +25,26 @@ def read(path=DOC):
         if not line.startswith("|") or len(cells) < 4:
             continue
         name, key, target, unit = cells[:4]
+        at_most = target.startswith("<=")
         try:
-            table[name] = {"key": key, "target": float(target), "unit": unit}
+            table[name] = {"key": key, "target": float(target.lstrip("<=").strip()),
+                           "unit": unit, "at_most": at_most}
         except ValueError:  # the header and the separator row
             continue
     return table
 
 
 def check(result, table):
-    """{target name: {value, target, met, margin, unit}} for every target of `table`."""
+    """{target name: {value, target, at_most, met, margin, unit}} for every target of `table` whose
+    key `result` has (a stage not run has none). A target written `<= x` is met at or below x
+    (margin: target / value), the others at or above (margin: value / target)."""
     out = {}
     for name, spec in table.items():
-        value, target = result[spec["key"]], spec["target"]
-        out[name] = {"value": value, "target": target, "met": bool(value >= target),
-                     "margin": round(value / target, 3), "unit": spec["unit"]}
+        if spec["key"] not in result:
+            continue
+        value, target, at_most = result[spec["key"]], spec["target"], spec.get("at_most")
+        out[name] = {"value": value, "target": target, "at_most": bool(at_most),
+                     "met": bool(value <= target if at_most else value >= target),
+                     "margin": round(target / value if at_most else value / target, 3),
+                     "unit": spec["unit"]}
     return out

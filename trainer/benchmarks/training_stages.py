@@ -34,7 +34,7 @@ class GpuUtilization(keras.callbacks.Callback):
         self.mean = sum(samples) / len(samples) if samples else None
 
 
-def _config(model_name, seed, **settings):
+def train_config(model_name, seed, **settings):
     """trainer.training's settings with random VGG16 weights, everything else its defaults
     (Adam 1e-3; model3's fine-tuned VGG16 layers Adam 1e-5; constant rates)."""
     return training.TrainConfig(model=model_name, weights="none", seed=seed, **settings)
@@ -51,7 +51,7 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     image_size, image_format = manifest["image_size"], manifest["image_format"]
     files = data.shard_files(data_dir, "train")
     steps = max(1, manifest["num_records"] // batch_size)
-    config = _config(model_name, seed, data_dir=data_dir, model_dir=work_dir,
+    config = train_config(model_name, seed, data_dir=data_dir, model_dir=work_dir,
                      batch_size=batch_size, shuffle_buffer=shuffle_buffer, val_split="")
     total_steps = (1 + timed_epochs) * steps
     with strategy.scope():
@@ -67,7 +67,7 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
 
     start = time.perf_counter()
     head, cached_dataset, _ = training.head_on_cached_features(config, strategy, model, manifest,
-                                                               total_steps)
+                                                               total_steps, steps)
     build_s = time.perf_counter() - start
     cached = head.fit(cached_dataset, epochs=1 + timed_epochs, steps_per_epoch=steps,
                       callbacks=[callbacks.EpochTimer(batch_size)], verbose=0).history["seconds"]
@@ -89,7 +89,7 @@ def training_steps(files, image_size, image_format, model_name, batch_size, step
     (one warm-up epoch, then `repeats` timed ones of `steps` steps; the fastest counts)."""
     keras.utils.set_random_seed(seed)
     with strategy.scope():
-        model = training.compiled_model(_config(model_name, seed), image_size, 16,
+        model = training.compiled_model(train_config(model_name, seed), image_size, 16,
                                         (1 + repeats) * steps)
     pipeline = data.image_dataset(files, image_size, image_format, batch_size, training=True,
                                   seed=seed, deterministic=False, shuffle_buffer=shuffle_buffer,

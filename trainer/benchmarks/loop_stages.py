@@ -1,0 +1,97 @@
+"""The training loop's own cost: `fit` with every callback `trainer.training.train` uses vs a
+bare `fit` with none, on the same model, the same batch held in memory and the same steps.
+
+The input is one batch repeated, so the only difference between the two is the host work of the
+callbacks' step hooks (and the logs Keras syncs to numpy for them). Epoch-end work (checkpoints,
+backups, histograms) is timed apart: it is paid once per epoch, not per step.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from trainer import training
+from trainer.benchmarks import training_stages
+
+
+class StepLoopTimer(keras.callbacks.Callback):
+    """Per epoch: seconds from the epoch's begin hook to its end hook (place it first: its end
+    hook runs before the others' epoch-end work) and to the end of the whole epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.step_loop_s, self._start = [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step_loop_s.append(time.perf_counter() - self._start)
+
+
+def _in_memory_batch(shape, num_classes, batch_size, seed, dtype):
+    rng = np.random.default_rng(seed)
+    if dtype == tf.uint8:
+        inputs = rng.integers(0, 256, (batch_size, *shape), dtype=np.uint8)
+    else:
+        inputs = rng.random((batch_size, *shape), dtype=np.float32)
+    labels = rng.integers(0, num_classes, batch_size)
+    return tf.data.Dataset.from_tensors((inputs, labels)).repeat()
+
+
+def loop_overhead(model_name, image_size, cached, batch_size, steps, epochs, repeats, seed,
+                  work_dir, strategy, steps_per_execution=None, jit_compile="auto"):
+    """Steps/s of a bare fit and of the product's fit, alternating `repeats` times (each fit: one
+    warm-up epoch, then `epochs` timed ones of `steps` steps; the fastest epoch of each kind
+    counts). `cached`: the head alone on VGG16 features (models 1/2 with the feature cache)."""
+    num_classes = 16
+    config = training_stages.train_config(model_name, seed, batch_size=batch_size, val_split="",
+                                          steps_per_execution=steps_per_execution,
+                                          jit_compile=jit_compile)
+    total_steps = repeats * (1 + epochs) * steps
+
+    def build():
+        with strategy.scope():
+            model = training.compiled_model(config, image_size, num_classes, total_steps)
+        fitted = (training.compiled_head(config, strategy, model, total_steps, steps)[1] if cached
+                  else model)
+        return model, fitted
+
+    # One model for each kind: a fit with BackupAndRestore leaves its model unfit for a fit
+    # without it (Keras deletes the model's training state at train end).
+    built = {"bare": build(), "product": build()}
+    fitted = built["bare"][1]
+    dataset = _in_memory_batch(fitted.input_shape[1:], num_classes, batch_size, seed,
+                               tf.as_dtype(fitted.inputs[0].dtype))
+    timings = {"bare": [], "product": []}
+    epoch_end_s = []
+    for repeat in range(repeats):
+        for kind in ("bare", "product"):
+            timer = StepLoopTimer()
+            product = []
+            model, fitted = built[kind]
+            if kind == "product":
+                run_config = dataclasses.replace(
+                    config, model_dir=os.path.join(work_dir, f"loop-{model_name}-{repeat}"))
+                product = training.fit_callbacks(run_config, strategy, model, fitted, dataset,
+                                                 chief=True, steps_per_epoch=steps)
+            start = time.perf_counter()
+            fitted.fit(dataset, epochs=1 + epochs, steps_per_epoch=steps,
+                       callbacks=[timer] + product, verbose=0)
+            timings[kind] += timer.step_loop_s[1:]
+            if kind == "product":
+                epoch_end_s.append((time.perf_counter() - start - sum(timer.step_loop_s))
+                                   / (1 + epochs))
+    bare_steps_s = steps / min(timings["bare"])
+    product_steps_s = steps / min(timings["product"])
+    return {"model": model_name, "cached_head": cached, "image_size": image_size,
+            "batch_size": batch_size, "steps_per_epoch": steps,
+            "steps_per_execution": training.steps_per_execution(config, cached, steps),
+            "jit_compile": training.jit_compile(config),
+            "bare_steps_s": round(bare_steps_s, 2), "product_steps_s": round(product_steps_s, 2),
+            "overhead": bare_steps_s / product_steps_s,
+            "step_loop_s": {kind: [round(t, 4) for t in times] for kind, times in timings.items()},
+            "product_epoch_end_s": round(min(epoch_end_s), 3)}
