@@ -13,7 +13,8 @@ class BenchConfig(distribute.DistributionConfig):
     output: str = setting("bench.json", "JSON file for the results.")
     stages: List[str] = setting(("inputs", "loop"), "What to measure: inputs (reference loader, "
                                 "converter, pipeline, cached epochs, training steps), loop (the "
-                                "training loop's own overhead).")
+                                "training loop's own overhead), assignment (the reference "
+                                "assignment end to end both ways: ~6 min on 2 cores).")
     work_dir: Optional[str] = setting(None, "Parent of the temporary work directory (default: "
                                       "the system's temporary directory).")
     keep_work_dir: bool = setting(False, "Keep the generated pages and records.")
@@ -79,3 +80,10 @@ class BenchConfig(distribute.DistributionConfig):
                                      "at 64 px (batch --cache_batch_size).", lower_bound=1)
     loop_epochs: int = setting(2, "Timed epochs (after a warm-up one) of each loop-overhead fit; "
                                "--repeats fits of each kind, alternating.", lower_bound=1)
+    assignment_pages: int = setting(320, "Pages (of the generated ones, spread over the classes; "
+                                    "a fifth for val) of the assignment's models 1 and 2.",
+                                    lower_bound=10)
+    assignment_model3_pages: int = setting(96, "Pages of the assignment's model3 runs.",
+                                           lower_bound=10)
+    assignment_image_size: int = setting(128, "Image size of the assignment (model1 needs >= "
+                                         "128).", lower_bound=128)

@@ -18,14 +18,16 @@ import tf_keras as keras
 
 from tfrecords_tool import errors, sample
 from trainer import data, distribute, models
-from trainer.benchmarks import (converter_stages, loop_stages, machine, pipeline_stages,
-                                reference, targets, training_stages)
+from trainer.benchmarks import (assignment, converter_stages, loop_stages, machine,
+                                pipeline_stages, reference, targets, training_stages)
 
 ENCODED_FORMATS = ("png", "jpeg")
+STAGES = ("inputs", "loop", "assignment")
 DOCS = "docs/benchmarks.md"
 # Keys whose reading needs more than their name: their section of DOCS.
 NOTES = ("throughput", "convert", "pipeline_img_s_augment", "augment_cpu_img_s",
-         "cached_epoch_speedup", "loop_overhead_cached", "loop_overhead_model2")
+         "cached_epoch_speedup", "loop_overhead_cached", "loop_overhead_model2",
+         "assignment_speedup")
 
 
 class Stages:
@@ -48,6 +50,10 @@ class Stages:
 
 def check(config):
     """Raises errors.UsageError for settings that cannot run, before any work."""
+    unknown = set(config.stages) - set(STAGES)
+    if unknown:
+        raise errors.UsageError(f"stages: unknown {', '.join(sorted(unknown))} (expected some "
+                                f"of {', '.join(STAGES)})")
     if config.cache_model == "model1" and config.cache_image_size < 128:
         raise errors.UsageError("cache_model=model1 needs cache_image_size >= 128")
     for name in config.train_models or []:
@@ -99,7 +105,10 @@ def run(config, work, strategy, stages):
         _input_stages(config, work, strategy, stages, result)
     if "loop" in config.stages:
         _loop_stages(config, work, strategy, stages, result)
+    if "assignment" in config.stages:
+        _assignment_stage(config, work, stages, result)
     stages.log(None)
+    result.pop("_sample_info", None)
     result["stage_s"] = dict(stages.seconds)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["targets"] = targets.check(result, targets.read())
@@ -113,6 +122,35 @@ def run(config, work, strategy, stages):
     result["notes"] = {name: f"{DOCS}#{name}" for name in NOTES
                        if name in result or name == "throughput"}
     return result
+
+
+def _assignment_stage(config, work, stages, result):
+    """assignment_speedup / assignment_model3_speedup: the reference's way vs the product's."""
+    info = _sample(config, work, stages, result)
+    stages.log(f"assignment at {config.assignment_image_size}px: ImageDataGenerator + fit vs "
+               "convert + train (models 1 and 2, then model3)", stage="assignment")
+    measured = assignment.assignment(
+        info["labels_txt"], info["images_dir"], work, config.assignment_image_size,
+        config.cache_batch_size, config.assignment_pages, config.assignment_model3_pages,
+        config.seed, config.workers)
+    result["assignment"] = measured
+    for key in ("assignment_speedup", "assignment_model3_speedup"):
+        result[key] = measured[key]
+
+
+def _sample(config, work, stages, result):
+    """The generated pages (once per run) -> sample.generate's info."""
+    if "sample" not in result:
+        stages.log(f"generating {16 * config.pages_per_class} TIFF pages in {work}",
+                   stage="generate")
+        start = time.perf_counter()
+        info = sample.generate(os.path.join(work, "sample"), config.pages_per_class,
+                               seed=config.seed, max_side=config.max_side)
+        result["sample"] = {"pages": info["num_pages"], "max_side": config.max_side,
+                            "encodings": info["encoding_counts"],
+                            "generate_s": round(time.perf_counter() - start, 2)}
+        result["_sample_info"] = info
+    return result["_sample_info"]
 
 
 def _loop_stages(config, work, strategy, stages, result):
@@ -134,13 +172,7 @@ def _input_stages(config, work, strategy, stages, result):
     log = stages.log
     cores = os.cpu_count()
     size, repeats, seed = config.image_size, config.repeats, config.seed
-    log(f"generating {16 * config.pages_per_class} TIFF pages in {work}", stage="generate")
-    start = time.perf_counter()
-    info = sample.generate(os.path.join(work, "sample"), config.pages_per_class, seed=seed,
-                           max_side=config.max_side)
-    result["sample"] = {"pages": info["num_pages"], "max_side": config.max_side,
-                        "encodings": info["encoding_counts"],
-                        "generate_s": round(time.perf_counter() - start, 2)}
+    info = _sample(config, work, stages, result)
 
     log("reference loader (ImageDataGenerator.flow_from_dataframe)", stage="seed_loader")
     seed_loader = reference.seed_loader(info["labels_csv"], info["images_dir"], size,
