@@ -125,6 +125,10 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
             "export/1/saved_model.pb"} <= stored
     assert any(key.startswith("logs/train/events.") for key in stored)
     assert not any(".tmp-" in key or key.startswith("backup/") for key in stored)
+    cache = _keys(client, "records/feature_cache/")  # models 1/2's cache: beside the data
+    assert sum(key.endswith(".tfrecord") for key in cache) == 4, cache  # train + val, 2 shards
+    assert sum(key.endswith(".tfrecord.json") for key in cache) == 4, cache
+    assert not any(".tmp-" in key or ".incomplete" in key for key in cache), cache
     assert "index.html" in _keys(client, "report/")
 
 

@@ -3,6 +3,7 @@ counts, clear refusals before training, learning well above chance, the saved mo
 logs, and the feature cache being exact. Runs go through `train_here` (the same flags, in this
 process); the summary and a wrong flag go through real processes."""
 import math
+import re
 import shutil
 
 import numpy as np
@@ -256,13 +257,18 @@ def cache_runs(trainer_data, tmp_path_factory):  # noqa: F811
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_feature_cache_gives_the_same_losses_as_images(cache_runs):
+def test_feature_cache_gives_the_same_losses_as_images(cache_runs, trainer_data):  # noqa: F811
     (cached, cached_dir), (images, images_dir) = cache_runs["cache"], cache_runs["nocache"]
     cached.check(0)
     images.check(0)
     assert "feature cache on" in cached.stderr
     assert "feature cache off: --nofeature_cache" in images.stderr
-    assert list((cached_dir / "feature_cache").glob("train-*/train-0000?-of-00002.tfrecord"))
+    shared = trainer_data(32) / "feature_cache"  # beside the data: built, or reused from a run
+    for split in ("train", "val"):                # of the same backbone before
+        assert re.search(rf"feature cache: (built 2 of 2 shards in|reused) "
+                         rf"{re.escape(str(shared))}/{split}-", cached.stderr), cached.tail()
+    assert list(shared.glob("train-*/train-0000?-of-00002.tfrecord"))
+    assert not (cached_dir / "feature_cache").exists()
     assert not (images_dir / "feature_cache").exists()
     for split in ("train", "validation"):
         for tag in ("epoch_loss", "epoch_accuracy"):

@@ -1,17 +1,33 @@
-"""Frozen-backbone feature cache for models 1 and 2.
+"""Frozen-backbone feature cache for models 1 and 2, shared by every run on the same data.
 
 Those models train only the layers after a frozen VGG16, and nothing random happens before them
 when augmentation is off, so the VGG16 features of each page never change. They are computed
 once, one cache shard per source shard (same records, same order), into
-`{model_dir}/feature_cache/{split}-{key}/`, and later epochs train the head on them. The cached
-pipeline has the image pipeline's structure (same file shuffle, interleave, shuffle buffer and
-seed), so with `--deterministic` both see the same batches and give the same losses.
-The key hashes the split's manifest, the backbone's weights and the precision policy: a change in
-any of them means new features. A cache shard is written under a temporary name and renamed, so a
-killed run leaves no partial shard; the next run computes only the missing ones.
+`{feature_cache_dir}/{split}-{key}/` (default `{data_dir}/feature_cache`), and every later run
+on the same data - model1 and model2, another head learning rate, another seed - trains its head
+on them. The cached pipeline has the image pipeline's structure (same file shuffle, interleave,
+shuffle buffer and seed), so with `--deterministic` both see the same batches and give the same
+losses.
+
+The key hashes what the features depend on and nothing else: the split's manifest and the byte
+sizes of its shards (the source data), the image size, the backbone's weights (the same for
+model1 and model2 with `imagenet` or a weights file; random per seed with `none`) and the
+precision policy. The model name, the head, the learning rates, the batch size and the seed do
+not enter it.
+
+Each cache shard is written under a temporary name of its own (pid + random) and renamed into
+place, then a sidecar `{shard}.json` (record count and byte size) is written the same way. A
+shard counts as present only when its sidecar matches it, so a killed run, a truncated or
+half-copied file, or a missing sidecar makes the next run compute that shard again (logged with
+its name). Two runs building the same cache at the same moment each write their own
+temporaries; the renames replace a complete shard with an identical complete one, so a reader
+never sees part of a shard.
 """
 import hashlib
 import json
+import os
+import secrets
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -19,12 +35,16 @@ import tf_keras as keras
 from absl import logging
 
 from tfrecords_tool import filesystems
+from tfrecords_tool.manifest import read_json, write_json
 from tfrecords_tool.records import bytes_feature, int64_feature, serialize_example
 from trainer import data
 
 # The cache records' keys: the backbone's output (raw bytes) and the class id.
 FEATURES_KEY = "features"
 LABEL_KEY = "label"
+# Part of the key: a change of the cache's layout or record format means new cache directories.
+FORMAT_VERSION = 2
+DIR_NAME = "feature_cache"
 
 
 def why_not(model_name, augment, num_workers):
@@ -38,13 +58,107 @@ def why_not(model_name, augment, num_workers):
     return None
 
 
-def cache_key(manifest, backbone):
-    digest = hashlib.sha1(json.dumps({k: manifest[k] for k in ("shards", "image_size", "num_records")},
-                                     sort_keys=True).encode())
+def default_root(data_dir):
+    """Where the caches of `data_dir`'s splits go unless --feature_cache_dir says otherwise."""
+    return f"{data_dir}/{DIR_NAME}"
+
+
+def fallback_root(model_dir):
+    """Where a run's cache goes when the data dir is not writable."""
+    return f"{model_dir}/{DIR_NAME}"
+
+
+def roots(feature_cache_dir, data_dir, model_dir):
+    """The cache roots a run tries in order: --feature_cache_dir alone, else beside the data,
+    then in the model dir."""
+    if feature_cache_dir:
+        return [feature_cache_dir]
+    return [default_root(data_dir), fallback_root(model_dir)]
+
+
+def cache_key(manifest, backbone, files=()):
+    """16 hex digits naming the features of the split of `manifest` (shards `files`) through
+    `backbone` under the current precision policy."""
+    sizes = [tf.io.gfile.stat(path).length for path in files]
+    digest = hashlib.sha1(json.dumps(
+        {"format": FORMAT_VERSION, "manifest": manifest, "shard_bytes": sizes,
+         "image_size": manifest["image_size"], "input_shape": list(backbone.input_shape[1:]),
+         "output_shape": list(backbone.output_shape[1:])}, sort_keys=True).encode())
     for weight in backbone.weights:
         digest.update(weight.numpy().tobytes())
     digest.update(keras.mixed_precision.global_policy().name.encode())
     return digest.hexdigest()[:16]
+
+
+def shard_paths(cache_dir, files):
+    """The cache shard of each source shard, in source order."""
+    return [f"{cache_dir}/{source.rsplit('/', 1)[-1]}" for source in files]
+
+
+def _sidecar(target):
+    return f"{target}.json"
+
+
+def _unique():
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def problem(target, num_records=None):
+    """None when cache shard `target` is complete (its sidecar matches it), else why not;
+    "missing" when there is no such shard."""
+    try:
+        length = tf.io.gfile.stat(target).length
+    except tf.errors.NotFoundError:
+        return "missing"
+    except tf.errors.OpError as e:  # e.g. a path through a file: never written there
+        return f"unreadable: {e.message}"
+    side = read_json(_sidecar(target))
+    if not isinstance(side, dict) or "num_bytes" not in side:
+        return f"no readable sidecar {_sidecar(target).rsplit('/', 1)[-1]}"
+    if length != side["num_bytes"]:
+        return f"{length} bytes, its sidecar says {side['num_bytes']}"
+    if num_records is not None and side.get("num_records") != num_records:
+        return f"{side.get('num_records')} records, the source shard has {num_records}"
+    return None
+
+
+def complete(cache_dir, files, records_per_file=None):
+    """True when every source shard of `files` has a complete cache shard in `cache_dir`."""
+    counts = records_per_file or {}
+    return all(problem(target, counts.get(source)) is None
+               for source, target in zip(files, shard_paths(cache_dir, files)))
+
+
+def not_writable(directory):
+    """None when files can be written in `directory` (made if need be), else the error."""
+    probe = f"{directory}/.write-probe-{_unique()}"
+    try:
+        tf.io.gfile.makedirs(directory)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        return (getattr(e, "message", None) or str(e)).splitlines()[0]
+    return None
+
+
+def choose_dir(cache_dirs, files, records_per_file=None):
+    """The first of `cache_dirs` that holds a complete cache, else the first writable one
+    (a warning names each one passed over). Raises OSError when none is writable."""
+    for cache_dir in cache_dirs:
+        if complete(cache_dir, files, records_per_file):
+            return cache_dir
+    reasons = []
+    for index, cache_dir in enumerate(cache_dirs):
+        reason = not_writable(cache_dir)
+        if reason is None:
+            return cache_dir
+        reasons.append(f"{cache_dir}: {reason}")
+        if index + 1 < len(cache_dirs):
+            logging.warning("feature cache: cannot write %s (%s); using %s instead", cache_dir,
+                            reason, cache_dirs[index + 1])
+    raise OSError(f"no writable feature cache directory ({'; '.join(reasons)}): set "
+                  "--feature_cache_dir to a writable directory or pass --nofeature_cache")
 
 
 def _features_example(feature, label):
@@ -52,24 +166,55 @@ def _features_example(feature, label):
                               LABEL_KEY: int64_feature(label)})
 
 
-def build(backbone, files, cache_dir, image_size, image_format, batch_size):
-    """Writes the cache shards that are missing; returns all cache shard paths in source order."""
-    tf.io.gfile.makedirs(cache_dir)
-    cache_files = []
-    for source in files:
-        target = f"{cache_dir}/{source.rsplit('/', 1)[-1]}"
-        cache_files.append(target)
-        if tf.io.gfile.exists(target):
+def _shard_features(backbone, source, image_size, image_format, batch_size):
+    """(features, labels) of every record of `source`: one VGG16 pass over the shard."""
+    records = data.image_dataset([source], image_size, image_format, batch_size, training=False)
+    features = backbone.predict(records.map(lambda images, labels: images), verbose=0)
+    labels = np.concatenate([labels.numpy() for _, labels in records])
+    return features, labels
+
+
+def _write_shard(target, features, labels):
+    unique = _unique()
+    with filesystems.atomic_write(target, f"{target}.tmp-{unique}") as tmp, \
+            tf.io.TFRecordWriter(tmp) as writer:
+        for feature, label in zip(features, labels):
+            writer.write(_features_example(feature, label))
+    write_json(_sidecar(target), {"num_records": int(len(labels)),
+                                  "num_bytes": tf.io.gfile.stat(target).length},
+               writer=f"-{unique}")
+
+
+def build(backbone, files, cache_dir, image_size, image_format, batch_size,
+          records_per_file=None):
+    """Writes the cache shards that are missing or damaged; returns all cache shard paths in
+    source order. `records_per_file`: source shard -> its record count (the manifest's), checked
+    against each cache shard's sidecar. Logs whether the cache was reused or built, and its size.
+    """
+    start = time.monotonic()
+    counts = records_per_file or {}
+    targets = shard_paths(cache_dir, files)
+    built = 0
+    for source, target in zip(files, targets):
+        reason = problem(target, counts.get(source))
+        if reason is None:
             continue
+        if reason != "missing":
+            logging.warning("feature cache: %s is damaged (%s): computing it again", target, reason)
+        tf.io.gfile.makedirs(cache_dir)
         logging.info("feature cache: computing %s", target)
-        records = data.image_dataset([source], image_size, image_format, batch_size, training=False)
-        features = backbone.predict(records.map(lambda images, labels: images), verbose=0)
-        labels = np.concatenate([labels.numpy() for _, labels in records])
-        with filesystems.atomic_write(target, f"{target}.tmp") as tmp, \
-                tf.io.TFRecordWriter(tmp) as writer:
-            for feature, label in zip(features, labels):
-                writer.write(_features_example(feature, label))
-    return cache_files
+        features, labels = _shard_features(backbone, source, image_size, image_format, batch_size)
+        # Another run may have finished this shard meanwhile; replacing it with the same bytes
+        # is harmless, and this run's features are the ones it has.
+        _write_shard(target, features, labels)
+        built += 1
+    megabytes = sum(tf.io.gfile.stat(target).length for target in targets) / 1e6
+    if built:
+        logging.info("feature cache: built %d of %d shards in %s (%.1f MB, %.1f s)", built,
+                     len(targets), cache_dir, megabytes, time.monotonic() - start)
+    else:
+        logging.info("feature cache: reused %s (%.1f MB)", cache_dir, megabytes)
+    return targets
 
 
 def feature_spec(backbone):

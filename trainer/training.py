@@ -99,6 +99,11 @@ class TrainConfig(distribute.DistributionConfig):
     feature_cache: bool = setting(
         True, "Models 1/2 without augmentation: compute the frozen VGG16 features once and train "
         "the head on them (exact, and much faster after the first pass).")
+    feature_cache_dir: Optional[str] = setting(
+        None, "Where the feature cache goes (directory or gs:// / s3:// URL); default "
+        "{data_dir}/feature_cache, shared by every run on that data (model1, model2, other "
+        "learning rates and seeds), or {model_dir}/feature_cache when the data dir is not "
+        "writable.")
     overwrite: bool = setting(False, "Train again even if {model_dir}/final.keras exists.")
 
     @property
@@ -257,11 +262,18 @@ def head_on_cached_features(config, strategy, model, manifest, total_steps, step
 
     def cached(split, training):
         split_manifest = data.read_manifest(config.data_dir, split)
-        cache_dir = (f"{config.model_dir}/feature_cache/"
-                     f"{split}-{feature_cache.cache_key(split_manifest, backbone)}")
-        files = feature_cache.build(backbone, data.shard_files(config.data_dir, split), cache_dir,
-                                    split_manifest["image_size"], split_manifest["image_format"],
-                                    config.batch_size)
+        files = data.shard_files(config.data_dir, split)
+        counts = {f"{config.data_dir}/{shard['file']}": shard["num_records"]
+                  for shard in split_manifest["shards"]}
+        name = f"{split}-{feature_cache.cache_key(split_manifest, backbone, files)}"
+        try:  # beside the data (shared by every run on it), else in the model dir
+            cache_dir = feature_cache.choose_dir(
+                [f"{root}/{name}" for root in feature_cache.roots(
+                    config.feature_cache_dir, config.data_dir, config.model_dir)], files, counts)
+        except OSError as e:
+            raise errors.UsageError(str(e)) from e
+        files = feature_cache.build(backbone, files, cache_dir, split_manifest["image_size"],
+                                    split_manifest["image_format"], config.batch_size, counts)
         return feature_cache.dataset(files, backbone, config.batch_size, training,
                                      seed=config.seed, deterministic=config.deterministic,
                                      shuffle_buffer=config.shuffle_buffer)
@@ -455,7 +467,14 @@ def _data_loss_message(config, error):
             files += data.shard_files(config.data_dir, split)
         except data.DataError:
             pass
-    files += sorted(tf.io.gfile.glob(f"{config.model_dir}/feature_cache/*/*.tfrecord"))
+    # Every place a run of this config may have put its cache (the model dir's: older runs too).
+    for root in dict.fromkeys(feature_cache.roots(config.feature_cache_dir, config.data_dir,
+                                                  config.model_dir)
+                              + [feature_cache.fallback_root(config.model_dir)]):
+        try:
+            files += sorted(tf.io.gfile.glob(f"{root}/*/*.tfrecord"))
+        except tf.errors.OpError:
+            pass
     damaged = data.find_damaged_shard(files, int(offset.group(1)) if offset else None)
     if damaged is None:
         return (f"damaged TFRecord data ({detail}); find the shard with: python -m "

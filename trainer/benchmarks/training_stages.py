@@ -52,7 +52,8 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
     files = data.shard_files(data_dir, "train")
     steps = max(1, manifest["num_records"] // batch_size)
     config = train_config(model_name, seed, data_dir=data_dir, model_dir=work_dir,
-                     batch_size=batch_size, shuffle_buffer=shuffle_buffer, val_split="")
+                          feature_cache_dir=f"{work_dir}/feature_cache",  # built here: timed
+                          batch_size=batch_size, shuffle_buffer=shuffle_buffer, val_split="")
     total_steps = (1 + timed_epochs) * steps
     with strategy.scope():
         model = training.compiled_model(config, image_size, len(manifest["class_names"]),
