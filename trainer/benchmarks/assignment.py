@@ -12,6 +12,7 @@ be downloaded here); the reference's RGB floats go through a gray uint8 conversi
 front of the model, which costs nothing next to VGG16. model3 (7 epochs in the reference) fine-
 tunes VGG16, so there is no cache: it is timed apart, both ways, on fewer pages.
 """
+import itertools
 import os
 import time
 
@@ -26,12 +27,16 @@ REFERENCE_EPOCHS = {"model1": 5, "model2": 4, "model3": 7}
 
 
 def split_labels(labels_txt, work, pages, val_every=5):
-    """`pages` lines of `labels_txt`, spread over the file, every `val_every`-th one into val:
-    {split: (official label file, CSV)} under `work` (the same pages for both ways)."""
+    """`pages` lines of `labels_txt`, taken from each class in turn, every `val_every`-th one
+    into val: {split: (official label file, CSV)} under `work` (the same pages both ways)."""
+    by_class = {}
     with open(labels_txt) as f:
-        lines = [line.split() for line in f if line.strip()]
-    step = max(1, len(lines) // pages)
-    chosen = lines[::step][:pages]
+        for line in f:
+            if line.strip():
+                path, label = line.split()
+                by_class.setdefault(label, []).append((path, label))
+    rounds = itertools.zip_longest(*by_class.values())
+    chosen = [page for row in rounds for page in row if page is not None][:pages]
     splits = {"train": [p for i, p in enumerate(chosen) if i % val_every],
               "val": [p for i, p in enumerate(chosen) if not i % val_every]}
     files = {}
