@@ -11,10 +11,12 @@ from trainer import distribute
 class BenchConfig(distribute.DistributionConfig):
     """Every setting of a benchmark run; `dataclasses.asdict` of it is bench.json's `settings`."""
     output: str = setting("bench.json", "JSON file for the results.")
-    stages: List[str] = setting(("inputs", "loop"), "What to measure: inputs (reference loader, "
-                                "converter, pipeline, cached epochs, training steps), loop (the "
-                                "training loop's own overhead), assignment (the reference "
-                                "assignment end to end both ways: ~6 min on 2 cores).")
+    stages: List[str] = setting(
+        ("inputs", "loop"), "What to measure: inputs (reference loader, converter, pipeline, "
+        "cached epochs, training steps), training (only the training steps of --train_models, "
+        "on a conversion of its own: scripts/gpu_check.sh), loop (the training loop's own "
+        "overhead), assignment (the reference assignment end to end both ways: ~8 min on 2 "
+        "cores).")
     work_dir: Optional[str] = setting(None, "Parent of the temporary work directory (default: "
                                       "the system's temporary directory).")
     keep_work_dir: bool = setting(False, "Keep the generated pages and records.")
@@ -87,3 +89,5 @@ class BenchConfig(distribute.DistributionConfig):
                                            lower_bound=10)
     assignment_image_size: int = setting(128, "Image size of the assignment (model1 needs >= "
                                          "128).", lower_bound=128)
+    jit_compile: str = setting("auto", "XLA for the training-step measurement, as trainer.main's "
+                               "--jit_compile (auto: on with a GPU).", choices=("auto", "on", "off"))

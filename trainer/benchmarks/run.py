@@ -16,13 +16,13 @@ import time
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrecords_tool import errors, sample
+from tfrecords_tool import conversion, errors, sample
 from trainer import data, distribute, models
 from trainer.benchmarks import (assignment, converter_stages, loop_stages, machine,
                                 pipeline_stages, reference, targets, training_stages)
 
 ENCODED_FORMATS = ("png", "jpeg")
-STAGES = ("inputs", "loop", "assignment")
+STAGES = ("inputs", "training", "loop", "assignment")
 DOCS = "docs/benchmarks.md"
 # Keys whose reading needs more than their name: their section of DOCS.
 NOTES = ("throughput", "convert", "pipeline_img_s_augment", "augment_cpu_img_s",
@@ -103,12 +103,15 @@ def run(config, work, strategy, stages):
     result["machine"]["loadavg_before"] = list(os.getloadavg())
     if "inputs" in config.stages:
         _input_stages(config, work, strategy, stages, result)
+    if "inputs" in config.stages or "training" in config.stages:
+        _training_stage(config, work, strategy, stages, result)
     if "loop" in config.stages:
         _loop_stages(config, work, strategy, stages, result)
     if "assignment" in config.stages:
         _assignment_stage(config, work, stages, result)
     stages.log(None)
     result.pop("_sample_info", None)
+    result.pop("_raw_copies", None)
     result["stage_s"] = dict(stages.seconds)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["targets"] = targets.check(result, targets.read())
@@ -122,6 +125,30 @@ def run(config, work, strategy, stages):
     result["notes"] = {name: f"{DOCS}#{name}" for name in NOTES
                        if name in result or name == "throughput"}
     return result
+
+
+def _training_stage(config, work, strategy, stages, result):
+    """training.<model>: fit steps fed by the pipeline vs by one batch in memory, on the inputs
+    stage's records or (the training stage alone, scripts/gpu_check.sh) on its own conversion."""
+    files = result.get("_raw_copies")
+    if files is None:
+        info = _sample(config, work, stages, result)
+        stages.log(f"converting the pages at {config.image_size}px", stage="convert_training")
+        records = os.path.join(work, "training-records")
+        conversion.convert(labels=info["labels_txt"], images_dir=info["images_dir"],
+                           output_dir=records, image_size=config.image_size,
+                           workers=config.workers, split="train", seed=config.seed)
+        files = pipeline_stages.replicate_shards(
+            data.shard_files(records, "train"), os.path.join(work, "training-copies"),
+            config.record_copies)
+    result["training"] = {}
+    for model_name in config.train_models:
+        stages.log(f"training steps ({model_name}, batch {config.train_batch_size}): pipeline "
+                   "vs in-memory batch", stage=f"training_{model_name}")
+        result["training"][model_name] = training_stages.training_steps(
+            files, config.image_size, "raw", model_name, config.train_batch_size,
+            config.train_steps, config.repeats, config.shuffle_buffer, config.seed, strategy,
+            config.jit_compile)
 
 
 def _assignment_stage(config, work, stages, result):
@@ -239,14 +266,7 @@ def _input_stages(config, work, strategy, stages, result):
     result["uncached_epoch_s"] = uncached_s
     result["cached_epoch_s"] = cached_s
     result["cached_epoch_speedup"] = uncached_s / cached_s
-
-    result["training"] = {}
-    for model_name in config.train_models:
-        log(f"training steps ({model_name}, batch {config.train_batch_size}): pipeline vs "
-            "in-memory batch", stage=f"training_{model_name}")
-        result["training"][model_name] = training_stages.training_steps(
-            raw_copies, size, "raw", model_name, config.train_batch_size, config.train_steps,
-            repeats, config.shuffle_buffer, seed, strategy)
+    result["_raw_copies"] = raw_copies
 
 
 

@@ -85,20 +85,20 @@ def cached_epochs(data_dir, model_name, batch_size, shuffle_buffer, seed, timed_
 
 
 def training_steps(files, image_size, image_format, model_name, batch_size, steps, repeats,
-                   shuffle_buffer, seed, strategy):
+                   shuffle_buffer, seed, strategy, jit_compile="auto"):
     """Images/s of model.fit steps fed by the trainer's pipeline and by one batch held in memory
     (one warm-up epoch, then `repeats` timed ones of `steps` steps; the fastest counts)."""
     keras.utils.set_random_seed(seed)
     with strategy.scope():
-        model = training.compiled_model(train_config(model_name, seed), image_size, 16,
-                                        (1 + repeats) * steps)
+        config = train_config(model_name, seed, jit_compile=jit_compile)
+        model = training.compiled_model(config, image_size, 16, (1 + repeats) * steps)
     pipeline = data.image_dataset(files, image_size, image_format, batch_size, training=True,
                                   seed=seed, deterministic=False, shuffle_buffer=shuffle_buffer,
                                   num_workers=1)
     in_memory = tf.data.Dataset.from_tensors(next(iter(pipeline))).repeat()
     result = {"model": model_name, "image_size": image_size, "batch_size": batch_size,
               "steps_per_epoch": steps, "policy": keras.mixed_precision.global_policy().name,
-              "replicas": strategy.num_replicas_in_sync}
+              "replicas": strategy.num_replicas_in_sync, "jit_compile": training.jit_compile(config)}
     for name, dataset in (("in_memory", in_memory), ("pipeline", pipeline)):
         utilization = GpuUtilization()
         seconds = model.fit(dataset, epochs=1 + repeats, steps_per_epoch=steps,
