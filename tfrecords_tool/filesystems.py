@@ -13,6 +13,7 @@ status before the static destructors run.
 import contextlib
 import os
 import posixpath
+import secrets
 import shutil
 import sys
 import tempfile
@@ -77,6 +78,20 @@ def atomic_write(path, temporary=None, local=False):
         except tf.errors.OpError:  # the first error is the one to report
             pass
         raise
+
+
+def write_problem(directory):
+    """None when a file can be written in `directory` (made if need be), else TensorFlow's or
+    the OS's reason in one line. Writes and removes a 4 KiB probe file (a full disk fails it)."""
+    probe = f"{directory}/.write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        tf.io.gfile.makedirs(directory)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("x" * 4096)
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        return (getattr(e, "message", None) or str(e)).splitlines()[0]
+    return None
 
 
 def _status(exit_request):

@@ -174,14 +174,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
 def check_writable(model_dir):
     """Fails early, before any training, on a model dir we cannot write to."""
-    try:
-        tf.io.gfile.makedirs(model_dir)
-        probe = f"{model_dir}/.write-probe-{os.getpid()}"
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("x" * 4096)
-        tf.io.gfile.remove(probe)
-    except (tf.errors.OpError, OSError) as e:
-        raise OSError(f"cannot write to --model_dir={model_dir}: {e}") from e
+    problem = filesystems.write_problem(model_dir)
+    if problem:
+        raise OSError(f"cannot write to --model_dir={model_dir}: {problem}")
 
 
 class SaveCheckpoints(keras.callbacks.Callback):

@@ -129,19 +129,6 @@ def complete(cache_dir, files, records_per_file=None):
                for source, target in zip(files, shard_paths(cache_dir, files)))
 
 
-def not_writable(directory):
-    """None when files can be written in `directory` (made if need be), else the error."""
-    probe = f"{directory}/.write-probe-{_unique()}"
-    try:
-        tf.io.gfile.makedirs(directory)
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("")
-        tf.io.gfile.remove(probe)
-    except (tf.errors.OpError, OSError) as e:
-        return (getattr(e, "message", None) or str(e)).splitlines()[0]
-    return None
-
-
 def choose_dir(cache_dirs, files, records_per_file=None):
     """The first of `cache_dirs` that holds a complete cache, else the first writable one
     (a warning names each one passed over). Raises OSError when none is writable."""
@@ -150,7 +137,7 @@ def choose_dir(cache_dirs, files, records_per_file=None):
             return cache_dir
     reasons = []
     for index, cache_dir in enumerate(cache_dirs):
-        reason = not_writable(cache_dir)
+        reason = filesystems.write_problem(cache_dir)
         if reason is None:
             return cache_dir
         reasons.append(f"{cache_dir}: {reason}")
