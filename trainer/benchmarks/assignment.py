@@ -20,8 +20,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrecords_tool import conversion
-from trainer import compat, training
-from trainer.benchmarks import training_stages
+from trainer import training
+from trainer.benchmarks import reference, training_stages
 
 REFERENCE_EPOCHS = {"model1": 5, "model2": 4, "model3": 7}
 
@@ -68,19 +68,13 @@ def _reference_model(model_name, image_size, seed, total_steps):
 
 def reference_way(model_epochs, files, images_dir, image_size, batch_size, seed):
     """{model: wall seconds of its fit (generators, model build and validation included)}."""
-    import pandas as pd
-
-    compat.image_data_generator_without_scipy()
-    frames = {split: pd.read_csv(csv, dtype={"label": str}) for split, (_, csv) in files.items()}
-    generator = keras.preprocessing.image.ImageDataGenerator(rescale=1.0 / 255)
     seconds = {}
     for model_name, epochs in model_epochs.items():
         start = time.perf_counter()
         keras.utils.set_random_seed(seed)
-        flows = {split: generator.flow_from_dataframe(
-            frame, directory=images_dir, x_col="path", y_col="label",
-            target_size=(image_size, image_size), batch_size=batch_size, class_mode="sparse",
-            shuffle=split == "train", seed=seed) for split, frame in frames.items()}
+        flows = {split: reference.flow(csv, images_dir, image_size, batch_size, "sparse",
+                                       shuffle=split == "train", seed=seed)
+                 for split, (_, csv) in files.items()}
         model = _reference_model(model_name, image_size, seed, epochs * len(flows["train"]))
         model.fit(flows["train"], epochs=epochs, validation_data=flows["val"], verbose=0)
         seconds[model_name] = time.perf_counter() - start
@@ -114,10 +108,10 @@ def assignment(labels_txt, images_dir, work, image_size, batch_size, pages, mode
     dict with assignment_speedup and assignment_model3_speedup."""
     heads = {name: REFERENCE_EPOCHS[name] for name in ("model1", "model2")}
     files = split_labels(labels_txt, _mkdir(work, "assignment"), pages)
-    reference = reference_way(heads, files, images_dir, image_size, batch_size, seed)
+    reference_times = reference_way(heads, files, images_dir, image_size, batch_size, seed)
     product, convert_s, _ = product_way(heads, files, images_dir, image_size, batch_size, seed,
                                         workers, work)
-    reference_s, product_s = sum(reference.values()), convert_s + sum(product.values())
+    reference_s, product_s = sum(reference_times.values()), convert_s + sum(product.values())
 
     model3 = {"model3": REFERENCE_EPOCHS["model3"]}
     files3 = split_labels(labels_txt, _mkdir(work, "assignment-model3"), model3_pages)
@@ -127,7 +121,7 @@ def assignment(labels_txt, images_dir, work, image_size, batch_size, pages, mode
     return {
         "image_size": image_size, "batch_size": batch_size, "epochs": REFERENCE_EPOCHS,
         "pages": {split: sum(1 for _ in open(txt)) for split, (txt, _) in files.items()},
-        "reference_s": {k: round(v, 2) for k, v in reference.items()},
+        "reference_s": {k: round(v, 2) for k, v in reference_times.items()},
         "product_s": {k: round(v, 2) for k, v in product.items()}, "convert_s": round(convert_s, 2),
         "assignment_reference_s": round(reference_s, 2),
         "assignment_product_s": round(product_s, 2),
