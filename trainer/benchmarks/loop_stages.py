@@ -2,8 +2,10 @@
 bare `fit` with none, on the same model, the same batch held in memory and the same steps.
 
 The input is one batch repeated, so the only difference between the two is the host work of the
-callbacks' step hooks (and the logs Keras syncs to numpy for them). Epoch-end work (checkpoints,
-backups, histograms) is timed apart: it is paid once per epoch, not per step.
+callbacks' step hooks (and the logs Keras syncs to numpy for them). Both are timed by
+`callbacks.EpochTimer` (the bare fit's only callback; the product's own, which ends before the
+checkpoints); the epoch-end work after it (checkpoints, backups, histograms) is timed apart: it
+is paid once per epoch, not per step.
 """
 import dataclasses
 import os
@@ -11,25 +13,9 @@ import time
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
-from trainer import training
+from trainer import callbacks, training
 from trainer.benchmarks import training_stages
-
-
-class StepLoopTimer(keras.callbacks.Callback):
-    """Per epoch: seconds from the epoch's begin hook to its end hook (place it first: its end
-    hook runs before the others' epoch-end work) and to the end of the whole epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.step_loop_s, self._start = [], None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.step_loop_s.append(time.perf_counter() - self._start)
 
 
 def _in_memory_batch(shape, num_classes, batch_size, seed, dtype):
@@ -70,21 +56,20 @@ def loop_overhead(model_name, image_size, cached, batch_size, steps, epochs, rep
     epoch_end_s = []
     for repeat in range(repeats):
         for kind in ("bare", "product"):
-            timer = StepLoopTimer()
-            product = []
             model, fitted = built[kind]
+            # The product's callbacks hold the EpochTimer that times its epochs.
+            fit_callbacks = [callbacks.EpochTimer(batch_size)]
             if kind == "product":
                 run_config = dataclasses.replace(
                     config, model_dir=os.path.join(work_dir, f"loop-{model_name}-{repeat}"))
-                product = training.fit_callbacks(run_config, strategy, model, fitted, dataset,
-                                                 chief=True, steps_per_epoch=steps)
+                fit_callbacks = training.fit_callbacks(run_config, strategy, model, fitted,
+                                                       dataset, chief=True, steps_per_epoch=steps)
             start = time.perf_counter()
-            fitted.fit(dataset, epochs=1 + epochs, steps_per_epoch=steps,
-                       callbacks=[timer] + product, verbose=0)
-            timings[kind] += timer.step_loop_s[1:]
+            seconds = fitted.fit(dataset, epochs=1 + epochs, steps_per_epoch=steps,
+                                 callbacks=fit_callbacks, verbose=0).history["seconds"]
+            timings[kind] += seconds[1:]
             if kind == "product":
-                epoch_end_s.append((time.perf_counter() - start - sum(timer.step_loop_s))
-                                   / (1 + epochs))
+                epoch_end_s.append((time.perf_counter() - start - sum(seconds)) / (1 + epochs))
     bare_steps_s = steps / min(timings["bare"])
     product_steps_s = steps / min(timings["product"])
     return {"model": model_name, "cached_head": cached, "image_size": image_size,
