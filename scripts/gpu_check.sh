@@ -28,7 +28,8 @@ for strategy in ${GPU_CHECK_STRATEGIES:-$STRATEGIES}; do
   for jit in ${GPU_CHECK_JIT:-on off}; do
     echo "[gpu_check] $strategy, XLA $jit" >&2
     # 20 pages per class at 1000 px, converted once per run; 20 timed steps of batch 256.
-    "$PY" -m trainer.bench --stages=training --train_models=model1,model3 --image_size=224 \
+    # A hung GPU or driver must not hang the check: each run gets GPU_CHECK_TIMEOUT seconds.
+    timeout "${GPU_CHECK_TIMEOUT:-900}" "$PY" -m trainer.bench --stages=training --train_models=model1,model3 --image_size=224 \
       --precision="${GPU_CHECK_PRECISION:-mixed_float16}" --jit_compile="$jit" \
       --strategy="$strategy" --pages_per_class=20 --train_batch_size=256 --train_steps=20 \
       --repeats=2 --output="$RUNS/$strategy-$jit.json" ${GPU_CHECK_FLAGS:-} >&2

@@ -199,6 +199,14 @@ def test_loop_stage_alone_measures_only_the_loop(tmp_path):
     assert "loop_overhead_model2" in printed and "<=1.05" in printed
 
 
+def test_unknown_stage_is_refused_before_any_work():
+    from trainer.benchmarks import run
+    from trainer.benchmarks.config import BenchConfig
+
+    with pytest.raises(errors.UsageError, match="stages: unknown bogus"):
+        run.check(BenchConfig(stages=["loop", "bogus"]))
+
+
 def test_command_line_refuses_settings_that_cannot_run(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
     run = subprocess.run([sys.executable, "-m", "trainer.bench", f"--output={tmp_path}/b.json",

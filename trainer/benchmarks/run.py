@@ -101,17 +101,18 @@ def run(config, work, strategy, stages):
     result["machine"].update(policy=keras.mixed_precision.global_policy().name,
                              replicas=strategy.num_replicas_in_sync)
     result["machine"]["loadavg_before"] = list(os.getloadavg())
+    # The generated pages every stage but loop reads.
+    info = _generate(config, work, stages, result) if set(config.stages) - {"loop"} else None
+    records = None
     if "inputs" in config.stages:
-        _input_stages(config, work, strategy, stages, result)
+        records = _input_stages(config, work, strategy, stages, result, info)
     if "inputs" in config.stages or "training" in config.stages:
-        _training_stage(config, work, strategy, stages, result)
+        _training_stage(config, work, strategy, stages, result, info, records)
     if "loop" in config.stages:
         _loop_stages(config, work, strategy, stages, result)
     if "assignment" in config.stages:
-        _assignment_stage(config, work, stages, result)
+        _assignment_stage(config, work, stages, result, info)
     stages.log(None)
-    result.pop("_sample_info", None)
-    result.pop("_raw_copies", None)
     result["stage_s"] = dict(stages.seconds)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["targets"] = targets.check(result, targets.read())
@@ -127,12 +128,11 @@ def run(config, work, strategy, stages):
     return result
 
 
-def _training_stage(config, work, strategy, stages, result):
+def _training_stage(config, work, strategy, stages, result, info, files=None):
     """training.<model>: fit steps fed by the pipeline vs by one batch in memory, on the inputs
-    stage's records or (the training stage alone, scripts/gpu_check.sh) on its own conversion."""
-    files = result.get("_raw_copies")
+    stage's record `files` or (the training stage alone, scripts/gpu_check.sh) on a conversion
+    of its own."""
     if files is None:
-        info = _sample(config, work, stages, result)
         stages.log(f"converting the pages at {config.image_size}px", stage="convert_training")
         records = os.path.join(work, "training-records")
         conversion.convert(labels=info["labels_txt"], images_dir=info["images_dir"],
@@ -151,9 +151,8 @@ def _training_stage(config, work, strategy, stages, result):
             config.jit_compile)
 
 
-def _assignment_stage(config, work, stages, result):
+def _assignment_stage(config, work, stages, result, info):
     """assignment_speedup / assignment_model3_speedup: the reference's way vs the product's."""
-    info = _sample(config, work, stages, result)
     stages.log(f"assignment at {config.assignment_image_size}px: ImageDataGenerator + fit vs "
                "convert + train (models 1 and 2, then model3)", stage="assignment")
     measured = assignment.assignment(
@@ -165,19 +164,17 @@ def _assignment_stage(config, work, stages, result):
         result[key] = measured[key]
 
 
-def _sample(config, work, stages, result):
-    """The generated pages (once per run) -> sample.generate's info."""
-    if "sample" not in result:
-        stages.log(f"generating {16 * config.pages_per_class} TIFF pages in {work}",
-                   stage="generate")
-        start = time.perf_counter()
-        info = sample.generate(os.path.join(work, "sample"), config.pages_per_class,
-                               seed=config.seed, max_side=config.max_side)
-        result["sample"] = {"pages": info["num_pages"], "max_side": config.max_side,
-                            "encodings": info["encoding_counts"],
-                            "generate_s": round(time.perf_counter() - start, 2)}
-        result["_sample_info"] = info
-    return result["_sample_info"]
+def _generate(config, work, stages, result):
+    """The generated pages (result["sample"] says what) -> sample.generate's info."""
+    stages.log(f"generating {16 * config.pages_per_class} TIFF pages in {work}",
+               stage="generate")
+    start = time.perf_counter()
+    info = sample.generate(os.path.join(work, "sample"), config.pages_per_class,
+                           seed=config.seed, max_side=config.max_side)
+    result["sample"] = {"pages": info["num_pages"], "max_side": config.max_side,
+                        "encodings": info["encoding_counts"],
+                        "generate_s": round(time.perf_counter() - start, 2)}
+    return info
 
 
 def _loop_stages(config, work, strategy, stages, result):
@@ -194,12 +191,12 @@ def _loop_stages(config, work, strategy, stages, result):
         result[f"loop_overhead_{key}"] = result["loop"][key]["overhead"]
 
 
-def _input_stages(config, work, strategy, stages, result):
-    """The reference loader, converter, pipeline and cached-epoch figures into `result`."""
+def _input_stages(config, work, strategy, stages, result, info):
+    """The reference loader, converter, pipeline and cached-epoch figures of the pages `info`
+    into `result`; returns the raw record copies the pipeline read."""
     log = stages.log
     cores = os.cpu_count()
     size, repeats, seed = config.image_size, config.repeats, config.seed
-    info = _sample(config, work, stages, result)
 
     log("reference loader (ImageDataGenerator.flow_from_dataframe)", stage="seed_loader")
     seed_loader = reference.seed_loader(info["labels_csv"], info["images_dir"], size,
@@ -266,7 +263,7 @@ def _input_stages(config, work, strategy, stages, result):
     result["uncached_epoch_s"] = uncached_s
     result["cached_epoch_s"] = cached_s
     result["cached_epoch_speedup"] = uncached_s / cached_s
-    result["_raw_copies"] = raw_copies
+    return raw_copies
 
 
 
