@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from trainer import compat
 from trainer.callbacks import ReferenceStopping
-
 
 
 class _FakeModel:
@@ -90,7 +90,7 @@ def test_gradient_histograms_mirrored(tmp_path, policy):
         info = json.load(f)
     assert info["replicas"] == 2
     events = _read_events(str(tmp_path / "logs" / "gradients"))
-    # weights: the Keras TensorBoard callback's histogram_freq, as trainer.main passes it
+    # weights: the TensorBoard callback's histogram_freq, as trainer.training passes it
     events.update({f"weights/{tag[:-len('_0/histogram')]}": steps for tag, steps
                    in _read_events(str(tmp_path / "logs" / "train")).items()
                    if tag.endswith("_0/histogram")})
@@ -214,8 +214,8 @@ def _model3_with_histograms(out_dir):
         compile_model(model, keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-5))
     callback = GradientHistograms(os.path.join(out_dir, "logs"), (images[:8], labels[:8]),
                                   strategy, freq=1, is_chief=True)
-    tensorboard = keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=1,
-                                              write_graph=False, profile_batch=0)
+    tensorboard = compat.TensorBoard(os.path.join(out_dir, "logs"), histogram_freq=1,
+                                     write_graph=False, profile_batch=0)
     model.fit(images, labels, batch_size=8, epochs=2, callbacks=[callback, tensorboard],
               verbose=0)
     # the same gradient without distribution (weights are those of the last on_epoch_end)

@@ -208,7 +208,7 @@ def test_tensorboard_writes_the_steps_keras_writes_and_the_graph(tmp_path, steps
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse",
                       steps_per_execution=steps_per_execution)
         tensorboard = callback_class(str(log_dir), update_freq=4, write_graph=True,
-                                     profile_batch=0)
+                                     histogram_freq=1, profile_batch=0)
         model.fit(x, y, batch_size=2, epochs=2, verbose=0, callbacks=[tensorboard, StepHook()])
         return read_events(str(log_dir / "train"))
 
@@ -218,6 +218,14 @@ def test_tensorboard_writes_the_steps_keras_writes_and_the_graph(tmp_path, steps
     for step, value in theirs["batch_loss"].items():
         assert ours["batch_loss"][step] == pytest.approx(value)
     assert list(ours["epoch_loss"]) == [0, 1]
+    # the weight histograms, through the overridden _log_weights (trainer.histograms)
+    weights = {tag for tag in theirs if tag.endswith("/histogram")}
+    assert weights and weights == {tag for tag in ours if tag.endswith("/histogram")}
+    assert "_log_weights" in vars(keras.callbacks.TensorBoard)  # what compat overrides
+    for tag in weights:
+        assert sorted(ours[tag]) == sorted(theirs[tag]) == [0, 1]
+        for step, rows in theirs[tag].items():
+            np.testing.assert_array_equal(ours[tag][step][:, 2], rows[:, 2])
     graphs = [f for f in glob.glob(str(tmp_path / "ours" / "train" / "events.*"))
               if b"keras_model" in open(f, "rb").read() or b"graph_def" in open(f, "rb").read()]
     assert graphs, "no train graph written"

@@ -10,7 +10,7 @@ import tensorflow as tf
 import tf_keras as keras
 from absl import logging
 
-from trainer import compat, step_count
+from trainer import compat, histograms, step_count
 
 
 STATS_GROUP = "layer_stats"  # TensorBoard tag group: layer_stats/<statistic>/<layer path>
@@ -166,7 +166,7 @@ class GradientHistograms(keras.callbacks.Callback):
         # record_if(True): the Keras TensorBoard callback leaves a step-filtering record_if active.
         with self._writer.as_default(step=epoch), tf.summary.record_if(True):
             for g, v in zip(grads, self.model.trainable_variables):
-                tf.summary.histogram(f"gradients/{_tag(v)}", g)
+                histograms.histogram(f"gradients/{_tag(v)}", g)
             tf.summary.scalar("gradients/global_norm", tf.linalg.global_norm(grads))
             for statistic, layers in stats.items():
                 for path, value in layers.items():
