@@ -250,3 +250,24 @@ def test_backup_and_restore_resumes_after_its_own_step_backups(tmp_path):
     _tiny_model(seed=1).fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=[
         keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=1000), record])
     assert first[0] == 3  # backed up after step 2 (the third), resumed at step 3
+
+
+def test_takes_tensor_logs_keeps_the_step_logs_tensors():
+    """Without it Keras turns every step's logs into numpy (a host sync per step) as soon as
+    one callback with a step hook lacks the mark, even when its class sets the attribute."""
+    seen = []
+
+    class StepHook(keras.callbacks.Callback):
+        _supports_tf_logs = True  # shadowed by Callback.__init__: not enough
+
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(type(logs["loss"]))
+
+    assert not compat.logs_stay_tensors([StepHook()])
+    marked = compat.takes_tensor_logs(StepHook())
+    assert compat.logs_stay_tensors([marked])
+    x, y = _data(8)
+    model = _tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[marked])
+    assert seen and all(issubclass(kind, tf.Tensor) for kind in seen), seen

@@ -69,3 +69,26 @@ def test_xla_with_deterministic_ops_is_refused_and_auto_leaves_it_off(trainer_da
     assert run.returncode == 2
     assert "--jit_compile=on cannot run with --deterministic" in run.stderr
     assert not training.jit_compile(training.TrainConfig(deterministic=True))
+
+
+@pytest.mark.parametrize("model_name, cached_head", [("model2", True), ("model3", False)])
+def test_the_products_callbacks_take_the_step_logs_as_tensors(tmp_path, model_name, cached_head):
+    """Every callback `train` fits with (histograms, augmented images, backups, ...) leaves the
+    step logs tensors: no host sync per step."""
+    import tensorflow as tf
+
+    from trainer import compat, training
+
+    config = training.TrainConfig(model=model_name, weights="none", model_dir=str(tmp_path),
+                                  log_augmented_images=2,
+                                  augment="none" if cached_head else "light")
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model = training.compiled_model(config, 32, 16, total_steps=10)
+    fitted = (training.compiled_head(config, strategy, model, 10, 5)[1] if cached_head
+              else model)
+    inputs = tf.zeros([4, *fitted.input_shape[1:]], fitted.inputs[0].dtype)
+    batches = tf.data.Dataset.from_tensors((inputs, tf.zeros([4], tf.int32)))
+    callback_list = training.fit_callbacks(config, strategy, model, fitted, batches, chief=True,
+                                           steps_per_epoch=5)
+    assert compat.logs_stay_tensors(callback_list)

@@ -66,11 +66,11 @@ class GradientHistograms(keras.callbacks.Callback):
     this callback logs at epochs N-1, 2N-1, ..., the same ones when N is 1).
     """
 
-    _supports_tf_logs = True  # reads no logs in its step hook
 
     def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True,
                  steps_per_execution=1):
         super().__init__()
+        compat.takes_tensor_logs(self)  # reads no logs in its step hooks
         self._steps_per_execution = steps_per_execution
         self.images, self.labels = (np.asarray(t) for t in batch)
         self.strategy = strategy  # None: the model's distribute_strategy
@@ -247,10 +247,10 @@ class LearningRateLogger(keras.callbacks.Callback):
     (the step counter is the optimizer's, restored on resume, so steps are never repeated). Each
     value is the rate of the optimizer's next step."""
 
-    _supports_tf_logs = True  # reads no logs in its step hook
 
     def __init__(self, log_dir=None, every_steps=0, is_chief=True):
         super().__init__()
+        compat.takes_tensor_logs(self)  # reads no logs in its step hooks
         self._log_dir, self._every, self._chief = log_dir, every_steps, is_chief
         self._writer, self._steps = None, step_count.StepCount()
 

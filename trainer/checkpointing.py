@@ -38,10 +38,10 @@ class StateBackup(keras.callbacks.Callback):
     """Completes `BackupAndRestore(save_freq=N steps)`: also backs up at each epoch end (after the
     other epoch-end callbacks, so put it last) and when SIGTERM arrives, then stops."""
 
-    _supports_tf_logs = True  # reads no logs in its step hook
 
     def __init__(self, backup):
         super().__init__()
+        compat.takes_tensor_logs(self)  # reads no logs in its step hooks
         self._backup = backup
         self._signalled = False
         self._epoch = 0
@@ -140,11 +140,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     is non-finite the running mean stays so for the epoch, so no check misses it. Nothing broken
     is ever saved: the step backups check the weights themselves (_StepBackup.should_back_up)."""
 
-    _supports_tf_logs = True  # the loss stays a tensor between checks
     _epoch = 0
 
     def __init__(self, every_steps=100):
         super().__init__()
+        compat.takes_tensor_logs(self)  # the loss stays a tensor between checks
         self._every, self._steps = every_steps, step_count.StepCount()
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -64,6 +64,28 @@ def learning_rate_setting(optimizer):
 
 
 # ---------------------------------------------------------------------------------------------
+# Callbacks with step hooks (trainer/callbacks.py, trainer/checkpointing.py)
+# ---------------------------------------------------------------------------------------------
+
+def takes_tensor_logs(callback):
+    """Tells Keras that `callback`'s step hooks take the logs as tensors; returns it.
+
+    Sets `Callback._supports_tf_logs`. Unless every callback with a step hook has it, Keras
+    converts every step call's logs to numpy (a host-device sync per call: the loop waits for
+    the step). `keras.callbacks.Callback.__init__` sets it False on the instance, so it must be
+    set after that (a class attribute is shadowed). There is no public option.
+    """
+    callback._supports_tf_logs = True  # pylint: disable=protected-access
+    return callback
+
+
+def logs_stay_tensors(callback_list):
+    """Whether Keras passes step logs to `callback_list`'s step hooks unconverted (reads the
+    private `CallbackList._batch_hooks_support_tf_logs`; for tests and the loop benchmark)."""
+    return keras.callbacks.CallbackList(callback_list)._batch_hooks_support_tf_logs  # pylint: disable=protected-access
+
+
+# ---------------------------------------------------------------------------------------------
 # BackupAndRestore (trainer/checkpointing.py)
 # ---------------------------------------------------------------------------------------------
 

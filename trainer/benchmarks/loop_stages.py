@@ -14,7 +14,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from trainer import callbacks, training
+from trainer import callbacks, compat, training
 from trainer.benchmarks import training_stages
 
 
@@ -53,7 +53,7 @@ def loop_overhead(model_name, image_size, cached, batch_size, steps, epochs, rep
     dataset = _in_memory_batch(fitted.input_shape[1:], num_classes, batch_size, seed,
                                tf.as_dtype(fitted.inputs[0].dtype))
     timings = {"bare": [], "product": []}
-    epoch_end_s = []
+    epoch_end_s, tensor_logs = [], None
     for repeat in range(repeats):
         for kind in ("bare", "product"):
             model, fitted = built[kind]
@@ -64,6 +64,7 @@ def loop_overhead(model_name, image_size, cached, batch_size, steps, epochs, rep
                     config, model_dir=os.path.join(work_dir, f"loop-{model_name}-{repeat}"))
                 fit_callbacks = training.fit_callbacks(run_config, strategy, model, fitted,
                                                        dataset, chief=True, steps_per_epoch=steps)
+                tensor_logs = compat.logs_stay_tensors(fit_callbacks)
             start = time.perf_counter()
             seconds = fitted.fit(dataset, epochs=1 + epochs, steps_per_epoch=steps,
                                  callbacks=fit_callbacks, verbose=0).history["seconds"]
@@ -79,4 +80,5 @@ def loop_overhead(model_name, image_size, cached, batch_size, steps, epochs, rep
             "bare_steps_s": round(bare_steps_s, 2), "product_steps_s": round(product_steps_s, 2),
             "overhead": bare_steps_s / product_steps_s,
             "step_loop_s": {kind: [round(t, 4) for t in times] for kind, times in timings.items()},
-            "product_epoch_end_s": round(min(epoch_end_s), 3)}
+            "product_epoch_end_s": round(min(epoch_end_s), 3),
+            "product_step_logs_stay_tensors": tensor_logs}
