@@ -208,9 +208,10 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
         pytest.approx([3e-3] * LEARN_EPOCHS)
     for tag in ("epoch_loss", "epoch_accuracy"):
         assert [s for s, _ in scalars(logs / "validation", tag)] == steps, tag
-    # Step-level learning rate every --log_every_steps (50) optimizer steps: 5 epochs x 54 steps.
+    # Step-level learning rate at the start and every --log_every_steps (50) optimizer steps:
+    # 5 epochs x 54 steps.
     assert scalars(logs / "train", "batch_learning_rate") == [
-        (s, pytest.approx(3e-3)) for s in (50, 100, 150, 200, 250)]
+        (s, pytest.approx(3e-3)) for s in (0, 50, 100, 150, 200, 250)]
     # The event loss is the one printed.
     printed = [m["loss"] for _, m in epochs_from_output(proc.stdout)]
     assert [v for _, v in scalars(logs / "train", "epoch_loss")] == pytest.approx(printed, abs=1e-4)
@@ -337,18 +338,18 @@ def test_cosine_schedule_with_warm_up_drives_both_optimizers(trainer_data, tmp_p
                            "--warmup_steps=4", "--learning_rate=1e-3", "--backbone_learning_rate=1e-5",
                            "--log_every_steps=1", model="model3", epochs=2),
                 ).check(0)
-    # Logged after s optimizer steps (1..6): the rate of the next step, at step counter s:
-    # warm-up (s + 1) / 4 for s < 4, then a cosine over the remaining 2 steps.
-    curve = [0.5, 0.75, 1.0, 1.0, 0.5, 0.0]
+    # Logged at the start and after s optimizer steps (1..6): the rate of the next step, at step
+    # counter s: warm-up (s + 1) / 4 for s < 4, then a cosine over the remaining 2 steps.
+    curve = [0.25, 0.5, 0.75, 1.0, 1.0, 0.5, 0.0]
     logs = model_dir / "logs" / "train"
     assert scalars(logs, "batch_learning_rate") == [
-        (s, pytest.approx(1e-3 * c, abs=1e-9)) for s, c in zip(range(1, 7), curve)]
-    assert scalars(logs, "batch_backbone_learning_rate")[4:] == [
-        (s, pytest.approx(1e-5 * c, abs=1e-12)) for s, c in zip((5, 6), curve[4:])]
+        (s, pytest.approx(1e-3 * c, abs=1e-9)) for s, c in zip(range(0, 7), curve)]
+    assert scalars(logs, "batch_backbone_learning_rate")[5:] == [
+        (s, pytest.approx(1e-5 * c, abs=1e-12)) for s, c in zip((5, 6), curve[5:])]
     assert [v for _, v in scalars(logs, "epoch_learning_rate")] == pytest.approx(
-        [1e-3 * curve[2], 1e-3 * curve[5]], abs=1e-9)
+        [1e-3 * curve[3], 1e-3 * curve[6]], abs=1e-9)
     assert [v for _, v in scalars(logs, "epoch_backbone_learning_rate")] == pytest.approx(
-        [1e-5 * curve[2], 1e-5 * curve[5]], abs=1e-12)
+        [1e-5 * curve[3], 1e-5 * curve[6]], abs=1e-12)
     assert keras.models.load_model(model_dir / "final.keras").output_shape == (None, 16)
 
 

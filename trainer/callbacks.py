@@ -244,8 +244,11 @@ class LearningRateLogger(keras.callbacks.Callback):
     """Learning rate(s) for TensorBoard: added to the epoch logs, which the TensorBoard callback
     (placed after this one) writes as `epoch_learning_rate` / `epoch_backbone_learning_rate`, and
     written every `every_steps` optimizer steps as `batch_learning_rate` / ... in `log_dir/train`
-    (the step counter is the optimizer's, restored on resume, so steps are never repeated). Each
-    value is the rate of the optimizer's next step."""
+    (the step counter is the optimizer's, restored on resume), and once when a fit starts, at
+    its first step (0, or where a resumed run resumes: that point may be written again, with
+    the same value). Each value is the rate of the optimizer's next step. The write at the
+    start also pays the process's first summary write (~80 ms: TensorBoard's summary module is
+    imported then) before the step loop, where Keras would count it as a slow step hook."""
 
 
     def __init__(self, log_dir=None, every_steps=0, is_chief=True):
@@ -266,15 +269,19 @@ class LearningRateLogger(keras.callbacks.Callback):
         self._steps = step_count.StepCount(int(self.model.optimizer.iterations.numpy()))
         if self._log_dir and self._every and self._chief:
             self._writer = tf.summary.create_file_writer(f"{self._log_dir}/train")
+            self._write()
 
     def on_train_batch_begin(self, batch, logs=None):
         self._steps.begin(batch)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._steps.end(batch, self._every) and self._writer is not None:
-            with self._writer.as_default(step=self._steps.done), tf.summary.record_if(True):
-                for name, rate in self._rates().items():
-                    tf.summary.scalar(f"batch_{name}", rate)
+            self._write()
+
+    def _write(self):
+        with self._writer.as_default(step=self._steps.done), tf.summary.record_if(True):
+            for name, rate in self._rates().items():
+                tf.summary.scalar(f"batch_{name}", rate)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
