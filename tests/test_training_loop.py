@@ -1,6 +1,7 @@
 """The training loop's host work (issue: loop overhead): no slow-callback warning on a
 demo-size cached run, step-level writes at the same steps whatever --steps_per_execution, and
-settings that cannot work refused before training. In-process (`train_here`)."""
+settings that cannot work refused before training. In-process (`train_here`), except one
+run in a fresh process, where a process's first-time costs show."""
 import pytest
 
 from trainer.reporting import read_events

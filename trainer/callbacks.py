@@ -66,7 +66,6 @@ class GradientHistograms(keras.callbacks.Callback):
     this callback logs at epochs N-1, 2N-1, ..., the same ones when N is 1).
     """
 
-
     def __init__(self, log_dir, batch, strategy=None, freq=1, is_chief=True,
                  steps_per_execution=1):
         super().__init__()
@@ -249,7 +248,6 @@ class LearningRateLogger(keras.callbacks.Callback):
     the same value). Each value is the rate of the optimizer's next step. The write at the
     start also pays the process's first summary write (~80 ms: TensorBoard's summary module is
     imported then) before the step loop, where Keras would count it as a slow step hook."""
-
 
     def __init__(self, log_dir=None, every_steps=0, is_chief=True):
         super().__init__()

@@ -38,7 +38,6 @@ class StateBackup(keras.callbacks.Callback):
     """Completes `BackupAndRestore(save_freq=N steps)`: also backs up at each epoch end (after the
     other epoch-end callbacks, so put it last) and when SIGTERM arrives, then stops."""
 
-
     def __init__(self, backup):
         super().__init__()
         compat.takes_tensor_logs(self)  # reads no logs in its step hooks
