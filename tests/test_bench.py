@@ -199,6 +199,22 @@ def test_loop_stage_alone_measures_only_the_loop(tmp_path):
     assert "loop_overhead_model2" in printed and "<=1.05" in printed
 
 
+def test_load_stage_times_both_loaders_on_one_saved_model(tmp_path):
+    from trainer.benchmarks import run, table
+
+    result = run.bench(_config_from_flags([f"--work_dir={tmp_path}", "--stages=load",
+                                           "--repeats=2", "--image_size=32"]))
+    assert set(result["stage_s"]) == {"load"} and "sample" not in result
+    load = result["load"]
+    assert (load["model"], load["image_size"]) == ("model2", 32) and load["file_mb"] > 50  # VGG16: 56 MB
+    for loader in ("keras", "product"):
+        assert len(load["samples_s"][loader]) == 2
+        assert load[f"{loader}_s"] == min(load["samples_s"][loader]) > 0
+    assert result["model_load_speedup"] == pytest.approx(load["keras_s"] / load["product_s"],
+                                                         rel=0.01)
+    assert "model_load_speedup" in table.table(result)
+
+
 def test_unknown_stage_is_refused_before_any_work():
     from trainer.benchmarks import run
     from trainer.benchmarks.config import BenchConfig

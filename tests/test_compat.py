@@ -271,3 +271,34 @@ def test_takes_tensor_logs_keeps_the_step_logs_tensors():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[marked])
     assert seen and all(issubclass(kind, tf.Tensor) for kind in seen), seen
+
+
+def test_load_model_builds_what_keras_load_model_builds(tmp_path):
+    """The product's models (nested VGG16, custom layers, frozen and trainable layers), loaded
+    from a .keras file both ways: the same config, weights and outputs; an archive with other
+    files than config, metadata and weights goes through keras.models.load_model."""
+    import zipfile  # pylint: disable=import-outside-toplevel
+
+    from trainer import models  # pylint: disable=import-outside-toplevel
+
+    keras.utils.set_random_seed(3)
+    saved = models.build_model("model3", 32, 16, "none", augment="light")
+    path = tmp_path / "model.keras"
+    saved.save(path)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == sorted(compat.KERAS_ARCHIVE_FILES)
+    stock = keras.models.load_model(path, compile=False)
+    loaded = compat.load_model(str(path))
+    assert type(loaded) is type(stock) and loaded.optimizer is None
+    assert loaded.get_config() == stock.get_config()
+    assert [w.name for w in loaded.weights] == [w.name for w in saved.weights]
+    assert [w.trainable for w in loaded.weights] == [w.trainable for w in stock.weights]
+    for mine, theirs in zip(loaded.weights, saved.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.name)
+    pages = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.predict(pages, verbose=0), stock.predict(pages, verbose=0))
+
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("assets/readme.txt", "an asset")
+    np.testing.assert_array_equal(compat.load_model(str(path)).predict(pages, verbose=0),
+                                  stock.predict(pages, verbose=0))

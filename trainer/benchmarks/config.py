@@ -12,10 +12,10 @@ class BenchConfig(distribute.DistributionConfig):
     """Every setting of a benchmark run; `dataclasses.asdict` of it is bench.json's `settings`."""
     output: str = setting("bench.json", "JSON file for the results.")
     stages: List[str] = setting(
-        ("inputs", "loop"), "What to measure: inputs (reference loader, converter, pipeline, "
-        "cached epochs, training steps), training (only the training steps of --train_models, "
-        "on a conversion of its own: scripts/gpu_check.sh), loop (the training loop's own "
-        "overhead), assignment (the reference assignment end to end both ways: ~8 min on 2 "
+        ("inputs", "loop", "load"), "What to measure: inputs (reference loader, converter, "
+        "pipeline, cached epochs, training steps), training (only the training steps of "
+        "--train_models, on a conversion of its own: scripts/gpu_check.sh), loop (the training "
+        "loop's own overhead), load (loading a saved model), assignment (the reference assignment end to end both ways: ~8 min on 2 "
         "cores).")
     work_dir: Optional[str] = setting(None, "Parent of the temporary work directory (default: "
                                       "the system's temporary directory).")

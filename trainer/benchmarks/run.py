@@ -18,16 +18,16 @@ import tf_keras as keras
 
 from tfrecords_tool import conversion, errors, sample
 from trainer import data, distribute, models
-from trainer.benchmarks import (assignment, converter_stages, loop_stages, machine,
+from trainer.benchmarks import (assignment, converter_stages, load_stages, loop_stages, machine,
                                 pipeline_stages, reference, targets, training_stages)
 
 ENCODED_FORMATS = ("png", "jpeg")
-STAGES = ("inputs", "training", "loop", "assignment")
+STAGES = ("inputs", "training", "loop", "load", "assignment")
 DOCS = "docs/benchmarks.md"
 # Keys whose reading needs more than their name: their section of DOCS.
 NOTES = ("throughput", "convert", "pipeline_img_s_augment", "augment_cpu_img_s",
          "cached_epoch_speedup", "loop_overhead_cached", "loop_overhead_model2",
-         "assignment_speedup")
+         "assignment_speedup", "model_load_speedup")
 
 
 class Stages:
@@ -102,7 +102,7 @@ def run(config, work, strategy, stages):
                              replicas=strategy.num_replicas_in_sync)
     result["machine"]["loadavg_before"] = list(os.getloadavg())
     # The generated pages every stage but loop reads.
-    info = _generate(config, work, stages, result) if set(config.stages) - {"loop"} else None
+    info = _generate(config, work, stages, result) if set(config.stages) - {"loop", "load"} else None
     records = None
     if "inputs" in config.stages:
         records = _input_stages(config, work, strategy, stages, result, info)
@@ -110,6 +110,12 @@ def run(config, work, strategy, stages):
         _training_stage(config, work, strategy, stages, result, info, records)
     if "loop" in config.stages:
         _loop_stages(config, work, strategy, stages, result)
+    if "load" in config.stages:
+        stages.log("loading a saved model: keras.models.load_model vs the product's loader",
+                   stage="load")
+        result["load"] = load_stages.model_load("model2", config.image_size, config.repeats,
+                                                config.seed, work)
+        result["model_load_speedup"] = result["load"]["speedup"]
     if "assignment" in config.stages:
         _assignment_stage(config, work, stages, result, info)
     stages.log(None)

@@ -12,6 +12,11 @@ def table(result):
                      f"{measured['model']}{' cached head' if measured['cached_head'] else ''}: "
                      f"bare {measured['bare_steps_s']:,.1f} vs {measured['product_steps_s']:,.1f} "
                      f"steps/s (steps_per_execution {measured['steps_per_execution']})"))
+    if "load" in result:
+        measured = result["load"]
+        rows.append(("model_load_speedup", measured["speedup"],
+                     f"{measured['model']} .keras ({measured['file_mb']} MB): keras "
+                     f"{measured['keras_s']:.2f} s vs {measured['product_s']:.2f} s"))
     lines = [f"{'metric':<24}{'value':>14}  note"]
     lines += [f"{name:<24}{value:>14,.2f}  {note}" for name, value, note in rows]
     lines.append("")
