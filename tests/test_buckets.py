@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from trained_run import REPO, check, run_python
 from tfrecords_tool import conversion
-from trainer import models  # noqa: F401  (registers the custom classes for load_model)
+from trainer import compat
 from trainer_fixtures import base_args, clean_env, epoch_headers, run_trainer, start_trainer, wait_for
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
 
@@ -108,7 +108,7 @@ def test_every_tool_reads_and_writes_s3(s3, sample_dir, tmp_path):
     assert done["verified"] == {"train": [], "val": []}
     assert done["epochs"] == 2
     client.download_file(BUCKET, "run/final.keras", str(tmp_path / "final.keras"))
-    trained = keras.models.load_model(tmp_path / "final.keras", compile=False).get_layer("vgg16")
+    trained = compat.load_model(str(tmp_path / "final.keras")).get_layer("vgg16")
     np.testing.assert_array_equal(trained.get_layer("block3_conv2").get_weights()[0],
                                   vgg16.get_layer("block3_conv2").get_weights()[0])  # frozen
     assert done["evaluated"].startswith("val: 24 records")

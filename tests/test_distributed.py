@@ -58,8 +58,7 @@ def test_two_worker_cluster_on_localhost(trainer_data, tmp_path):  # noqa: F811
     """Two `trainer.main` processes with TF_CONFIG (MultiWorkerMirroredStrategy), the same
     --model_dir: both exit 0, the chief (worker 0) writes final.keras and the logs, the feature
     cache is off with the reason logged, and the gradient histograms (a collective) work."""
-    import tf_keras as keras
-    import trainer.models  # noqa: F401
+    from trainer import artifacts
 
     ports = free_ports(2)
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
@@ -105,6 +104,6 @@ def test_two_worker_cluster_on_localhost(trainer_data, tmp_path):  # noqa: F811
         "epoch-001.weights.h5", "epoch-002.weights.h5"]
     assert [s for s, _ in scalars(model_dir / "logs" / "train", "epoch_loss")] == [0, 1]
     assert scalars(model_dir / "logs" / "gradients", "gradients/global_norm")
-    model = keras.models.load_model(model_dir / "final.keras")
+    model = artifacts.load_model(str(model_dir))
     images = np.zeros((2, 32, 32, 1), np.uint8)
     assert model.predict(images, verbose=0).shape == (2, 16)

@@ -5,14 +5,13 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 from PIL import Image
 
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from tfrecords_tool import records
 from tfrecords_tool.records import parse_one
 from trained_run import IMAGE_SIZE, check, run_module, trained_run  # noqa: F401
-from trainer import models  # noqa: F401  (registers the custom layers for load_model)
+from trainer import artifacts
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def _predict_records(run):
             images.append(np.frombuffer(example[records.RAW_KEY], np.uint8)
                           .reshape(IMAGE_SIZE, IMAGE_SIZE, 1))
             labels.append(example[records.LABEL_KEY])
-    model = keras.models.load_model(run.model_dir / "final.keras", compile=False)
+    model = artifacts.load_model(str(run.model_dir))
     return model.predict(np.stack(images), verbose=0), np.array(labels)
 
 

@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-import tf_keras as keras
 from PIL import Image
 
 from tfrecords_tool import sample
 from tfrecords_tool.classes import RVL_CDIP_CLASSES
 from tfrecords_tool.decode import load_page
 from trained_run import IMAGE_SIZE, check, run_module, run_python, trained_run  # noqa: F401
-from trainer import models  # noqa: F401  (registers the custom layers for load_model)
+from trainer import artifacts
 
 # Loads the default export as stock TensorFlow (Serving) would: nothing but TensorFlow imported.
 SERVE = r"""
@@ -66,7 +65,7 @@ print(json.dumps(result))
 
 @pytest.fixture(scope="module")
 def model(trained_run):  # noqa: F811
-    return keras.models.load_model(trained_run.model_dir / "final.keras", compile=False)
+    return artifacts.load_model(str(trained_run.model_dir))
 
 
 def _expected(model, paths):

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from trainer import artifacts
 from trainer_fixtures import (base_args, epochs_from_output, read_events, run_all, scalars,
                               train_here)
 from trainer_fixtures import trainer_data  # noqa: F401  (session fixture)
@@ -139,14 +140,13 @@ def test_model2_learns_well_above_chance(learning_runs, run):
 def test_weights_file_is_the_vgg16_of_the_trained_model(learning_runs):
     """--weights=PATH loads the file (like imagenet would), and the frozen VGG16 stays as loaded."""
     import tf_keras as keras
-    import trainer.models  # noqa: F401  (registers the custom layers)
 
     runs, weights_file, _ = learning_runs
     runs["model2_file"][0].check(0)
     reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(64, 64, 3))
     reference.load_weights(str(weights_file))
     for run, same in (("model2_file", True), ("model2_none", False)):
-        model = keras.models.load_model(runs[run][1] / "final.keras")
+        model = artifacts.load_model(str(runs[run][1]))
         vgg = model.get_layer("vgg16")
         for name in ("block1_conv1", "block5_conv3"):
             equal = np.array_equal(vgg.get_layer(name).get_weights()[0],
@@ -193,9 +193,6 @@ def test_final_model_reloads_and_scores_like_the_last_epoch(learning_runs, run):
 
 
 def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
-    import tf_keras as keras
-    import trainer.models  # noqa: F401
-
     proc, model_dir = learning_runs[0]["model2_none"]
     proc.check(0)
     logs = model_dir / "logs"
@@ -221,7 +218,7 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
     events.update({f"weights/{tag[:-len('_0/histogram')]}": values
                    for tag, values in read_events(logs / "train").items()
                    if tag.endswith("_0/histogram")})
-    model = keras.models.load_model(model_dir / "final.keras")
+    model = artifacts.load_model(str(model_dir))
     variables = [w.name.split(":")[0] for w in model.trainable_weights]
     assert len(variables) == 6  # conv_fc1, conv_fc2, predictions: kernel and bias
     for name in variables:
@@ -285,14 +282,11 @@ def test_feature_cache_gives_the_same_losses_as_images(cache_runs, trainer_data)
 
 
 def test_feature_cache_trains_the_same_weights(cache_runs):
-    import tf_keras as keras
-    import trainer.models  # noqa: F401
-
     heads = []
     for run in ("cache", "nocache"):
         proc, model_dir = cache_runs[run]
         proc.check(0)
-        model = keras.models.load_model(model_dir / "final.keras")
+        model = artifacts.load_model(str(model_dir))
         heads.append([model.get_layer(n).get_weights() for n in ("conv_fc1", "predictions")])
     for a, b in zip(*heads):
         for wa, wb in zip(a, b):
@@ -311,13 +305,13 @@ def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_dat
     """model3 fine-tunes block4_conv3..block5 at --backbone_learning_rate, the head at
     --learning_rate: with the backbone rate at 0 the VGG16 weights stay, the head's move."""
     import tf_keras as keras
-    import trainer.models  # noqa: F401  (registers the custom classes for load_model)
+    import trainer.models
 
     model_dir = tmp_path / "m3"
     train_here(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=3",
                            "--backbone_learning_rate=0", model="model3", epochs=1),
                 ).check(0)
-    trained = keras.models.load_model(model_dir / "final.keras")
+    trained = artifacts.load_model(str(model_dir))
     keras.utils.set_random_seed(0)  # as trainer.main does before building: the same initial weights
     initial = trainer.models.build_model("model3", 32, 16, "none")
     vgg_after, vgg_before = trained.get_layer("vgg16"), initial.get_layer("vgg16")
@@ -330,9 +324,6 @@ def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_dat
 def test_cosine_schedule_with_warm_up_drives_both_optimizers(trainer_data, tmp_path):  # noqa: F811
     """--lr_schedule=cosine --warmup_steps=4 over 2 epochs x 3 steps: each optimizer's rate is
     its peak x the curve at the optimizer's step; the model saved with the schedule loads."""
-    import tf_keras as keras
-    import trainer.models  # noqa: F401  (registers the custom classes for load_model)
-
     model_dir = tmp_path / "cosine"
     train_here(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=3", "--lr_schedule=cosine",
                            "--warmup_steps=4", "--learning_rate=1e-3", "--backbone_learning_rate=1e-5",
@@ -350,7 +341,7 @@ def test_cosine_schedule_with_warm_up_drives_both_optimizers(trainer_data, tmp_p
         [1e-3 * curve[3], 1e-3 * curve[6]], abs=1e-9)
     assert [v for _, v in scalars(logs, "epoch_backbone_learning_rate")] == pytest.approx(
         [1e-5 * curve[3], 1e-5 * curve[6]], abs=1e-12)
-    assert keras.models.load_model(model_dir / "final.keras").output_shape == (None, 16)
+    assert artifacts.load_model(str(model_dir)).output_shape == (None, 16)
 
 
 def test_only_the_newest_epoch_checkpoints_are_kept(trainer_data, tmp_path):  # noqa: F811
