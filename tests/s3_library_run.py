@@ -9,7 +9,6 @@ shards, "run": s3 model dir, "weights": s3 VGG16 weights file, "pages": [s3 TIFF
 exits through filesystems.run (tensorflow-io's exit abort, tensorflow/io#2039).
 """
 import json
-import sys
 
 from tfrecords_tool import conversion, filesystems, verification
 from trainer import evaluation, prediction, reporting, serving, train
@@ -22,8 +21,7 @@ def main(argv):
                        num_shards=2, workers=2)
     verified = {r.split: r.problems for r in verification.verify(data_dir=paths["records"])}
     trained = train(model="model2", weights=paths["weights"], data_dir=paths["records"],
-                    model_dir=paths["run"], epochs=2, steps_per_epoch=2, batch_size=8,
-                    backup_every_steps=1)
+                    model_dir=paths["run"], epochs=2, steps_per_epoch=2, batch_size=8)
     metrics = evaluation.evaluate(model_dir=paths["run"], data_dir=paths["records"], split="val")
     predicted = prediction.predict(model_dir=paths["run"], pages=paths["pages"])
     exported = serving.export(model_dir=paths["run"])
