@@ -251,8 +251,8 @@ KERAS_ARCHIVE_FILES = ("config.json", "metadata.json", "model.weights.h5")
 
 
 def load_model(path, safe_mode=True):
-    """`keras.models.load_model(path, compile=False)` for a local .keras file, in a quarter of
-    the time.
+    """`keras.models.load_model(path, compile=False)` for a local .keras file, in a fifth of
+    the time (`python -m trainer.bench --stages=load`).
 
     tf_keras 2.16 reads the archive's model.weights.h5 in place: h5py seeks back and forth in
     the zip member, and Python 3.11's zipfile answers each backward seek by reading the member

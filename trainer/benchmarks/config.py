@@ -15,8 +15,8 @@ class BenchConfig(distribute.DistributionConfig):
         ("inputs", "loop", "load"), "What to measure: inputs (reference loader, converter, "
         "pipeline, cached epochs, training steps), training (only the training steps of "
         "--train_models, on a conversion of its own: scripts/gpu_check.sh), loop (the training "
-        "loop's own overhead), load (loading a saved model), assignment (the reference assignment end to end both ways: ~8 min on 2 "
-        "cores).")
+        "loop's own overhead), load (loading a saved model), assignment (the reference "
+        "assignment end to end both ways: ~8 min on 2 cores).")
     work_dir: Optional[str] = setting(None, "Parent of the temporary work directory (default: "
                                       "the system's temporary directory).")
     keep_work_dir: bool = setting(False, "Keep the generated pages and records.")

@@ -25,6 +25,6 @@ def model_load(model_name, image_size, repeats, seed, work_dir):
             seconds[name].append(round(time.perf_counter() - start, 3))
             keras.backend.clear_session()
     best = {name: min(samples) for name, samples in seconds.items()}
-    return {"model": model_name, "image_size": image_size, "file_mb": round(os.path.getsize(path) / 2**20, 1),
-            "keras_s": best["keras"], "product_s": best["product"], "samples_s": seconds,
+    return {"model": model_name, "image_size": image_size,
+            "file_mb": round(os.path.getsize(path) / 2**20, 1), "keras_s": best["keras"], "product_s": best["product"], "samples_s": seconds,
             "speedup": round(best["keras"] / best["product"], 2)}

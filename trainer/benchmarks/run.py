@@ -101,7 +101,7 @@ def run(config, work, strategy, stages):
     result["machine"].update(policy=keras.mixed_precision.global_policy().name,
                              replicas=strategy.num_replicas_in_sync)
     result["machine"]["loadavg_before"] = list(os.getloadavg())
-    # The generated pages every stage but loop reads.
+    # The generated pages every stage but loop and load reads.
     info = _generate(config, work, stages, result) if set(config.stages) - {"loop", "load"} else None
     records = None
     if "inputs" in config.stages:
