@@ -108,3 +108,45 @@ def test_missing_model_dir_and_split(trained_run, tmp_path, capsys):  # noqa: F8
     assert status == 2
     stderr = capsys.readouterr().err
     assert "no manifest" in stderr and "test-manifest.json" in stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped_bytes", "not_a_zip", "no_weights"])
+def test_a_damaged_model_file_is_named_in_one_error_line(trained_run, tmp_path, capsys, damage):  # noqa: F811
+    """A .keras that a copy cut short, a flipped byte in its weights, another file under the
+    name, an archive without weights: exit 2 and one line naming the file, no traceback."""
+    import shutil
+    import zipfile
+
+    from tfrecords_tool import cli
+    from trainer.evaluation import EvaluateConfig, evaluate
+
+    model_dir = tmp_path / "run"
+    shutil.copytree(trained_run.model_dir, model_dir,
+                    ignore=shutil.ignore_patterns("checkpoints", "backup", "logs"))
+    path = model_dir / "final.keras"
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        path.write_bytes(bytes(data[:len(data) // 2]))
+    elif damage == "flipped_bytes":  # inside model.weights.h5: the zip's CRC check fails
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("model.weights.h5")
+        middle = info.header_offset + 100 + info.compress_size // 2
+        data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+        path.write_bytes(bytes(data))
+    elif damage == "not_a_zip":
+        path.write_text("<html>403 Forbidden</html>\n")
+    else:
+        with zipfile.ZipFile(path) as source, zipfile.ZipFile(tmp_path / "x.keras", "w") as out:
+            for name in ("config.json", "metadata.json"):
+                out.writestr(name, source.read(name))
+        shutil.move(tmp_path / "x.keras", path)
+    capsys.readouterr()
+    status = cli.call(evaluate, EvaluateConfig(model_dir=str(model_dir),
+                                               data_dir=str(trained_run.data_dir), split="val"))
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert f"{path} is damaged or not a Keras model" in errors[0]
+    assert "--checkpoint=best" in errors[0]
+    assert "Traceback" not in stderr

@@ -9,6 +9,7 @@
 """
 import dataclasses
 import json
+import zipfile
 
 import tensorflow as tf
 from absl import logging
@@ -56,7 +57,15 @@ def load_model(model_dir, checkpoint="final"):
                 else ": train a model there with `python -m trainer.main` first")
         raise ArtifactError(f"no model {path}{hint}")
     with filesystems.local_file(path) as local:
-        return compat.load_model(local)
+        try:
+            return compat.load_model(local)
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError) as e:
+            # A truncated copy, a flipped byte (zip CRC), another tool's file under the name.
+            others = [c for c in CHECKPOINTS if c != checkpoint]
+            raise ArtifactError(f"{path} is damaged or not a Keras model ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}); "
+                                f"copy it again, use --checkpoint={others[0]}, or train "
+                                "again") from e
 
 
 def trained_epochs(model_dir, checkpoint="final"):
