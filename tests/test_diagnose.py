@@ -3,8 +3,6 @@ thresholds."""
 import json
 import math
 
-import pytest
-
 from model3_runs import EPOCHS, model3_runs  # noqa: F401
 from trainer import diagnose
 from trainer.reporting import load_run

@@ -9,7 +9,6 @@ import dataclasses
 import sys
 import typing
 
-from absl import app
 from absl import flags
 from absl import logging
 import tensorflow as tf

@@ -23,7 +23,6 @@ import collections
 import ctypes
 import multiprocessing
 from multiprocessing import connection
-import os
 import signal
 import time
 

@@ -306,6 +306,6 @@ def _conversions(config, info, work, result, stages):
     result["convert_img_s_all"] = full["img_s"]
     result["convert_scaling"] = full["img_s"] / one["img_s"]
     result["convert_vs_seed"] = full["img_s"] / result["seed_loader_img_s"]
-    for name, conversion in encoded.items():
-        result[f"convert_img_s_{name}"] = conversion["img_s"]
+    for name, encoded_run in encoded.items():
+        result[f"convert_img_s_{name}"] = encoded_run["img_s"]
     result["convert_cores_used"] = {"1": one["cores_used"], "all": full["cores_used"]}
