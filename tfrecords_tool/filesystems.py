@@ -14,7 +14,6 @@ import contextlib
 import os
 import posixpath
 import secrets
-import shutil
 import sys
 import tempfile
 import traceback
@@ -38,14 +37,15 @@ def register(*paths):
 def local_file(path):
     """`path` itself when it is local, else a copy in a temporary directory: for readers that
     open local files only (h5py), and because Keras reading a .keras zip from a bucket makes
-    many small requests (one 59 MB model from a local S3 server: 18.6 s, this copy 4.2 s)."""
+    many small requests. The copy is one read of the whole object (tf.io.read_file): GFile
+    reads through a 512 KB buffer, one ranged request per 512 KB (~130 for a model)."""
     if "://" not in str(path):
         yield path
         return
     with tempfile.TemporaryDirectory() as directory:
         local = os.path.join(directory, posixpath.basename(path))
-        with tf.io.gfile.GFile(path, "rb") as source, open(local, "wb") as target:
-            shutil.copyfileobj(source, target, 16 << 20)
+        with open(local, "wb") as target:
+            target.write(tf.io.read_file(path).numpy())
         yield local
 
 
