@@ -138,7 +138,7 @@ def test_sigterm_with_the_model_dir_on_s3_exits_143_and_the_rerun_resumes(s3, tr
     client, env = s3
     model_dir = f"s3://{BUCKET}/preempted"
     args = base_args(trainer_data(32), model_dir, "--nofeature_cache", "--steps_per_epoch=8",
-                     "--backup_every_steps=4", epochs=3)
+                     "--backup_every_steps=4", epochs=2)  # SIGTERM within the last epoch
     proc = start_trainer(*args, env=env)
     try:
         wait_for(lambda: "Epoch 2/" in proc.stdout, 180, proc, "epoch 2")
@@ -155,7 +155,7 @@ def test_sigterm_with_the_model_dir_on_s3_exits_143_and_the_rerun_resumes(s3, tr
     assert epoch_headers(again.stdout)[0] >= 2, again.tail()
     stored = _keys(client, "preempted/")
     assert "final.keras" in stored and not any(key.startswith("backup/") for key in stored)
-    assert sorted(json.loads(_body(client, "preempted/history.json"))) == ["0", "1", "2"]
+    assert sorted(json.loads(_body(client, "preempted/history.json"))) == ["0", "1"]
     assert client.head_object(Bucket=BUCKET, Key="preempted/checkpoints/epoch-001.weights.h5")[
         "LastModified"] == epoch_one["LastModified"]  # not written again
 
