@@ -236,7 +236,7 @@ def test_tensorboard_scalars_and_gradient_histograms(learning_runs):
 
 
 # ------------------------------------------------------------------------------------------
-# The feature cache is exact; augmentation turns it off.
+# The feature cache is exact; augmentation turns it off; old epoch checkpoints go.
 # ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -246,7 +246,9 @@ def cache_runs(trainer_data, tmp_path_factory):  # noqa: F811
     same = ["--deterministic", "--seed=7", "--shuffle_buffer=64"]
     runs = {
         "cache": base_args(data, tmp / "cache", *same, "--feature_cache", epochs=3),
-        "nocache": base_args(data, tmp / "nocache", *same, "--nofeature_cache", epochs=3),
+        # Also the run that keeps only its 2 newest epoch checkpoints.
+        "nocache": base_args(data, tmp / "nocache", *same, "--nofeature_cache",
+                             "--keep_epoch_checkpoints=2", epochs=3),
         "augment": base_args(data, tmp / "augment", "--augment=light", "--steps_per_epoch=2",
                              epochs=1),
     }
@@ -301,6 +303,13 @@ def test_augmentation_turns_the_cache_off_and_says_why(cache_runs):
     assert (model_dir / "final.keras").exists()
 
 
+def test_only_the_newest_epoch_checkpoints_are_kept(cache_runs):
+    proc, model_dir = cache_runs["nocache"]
+    proc.check(0)
+    kept = sorted(p.name for p in (model_dir / "checkpoints").glob("epoch-*.weights.h5"))
+    assert kept == ["epoch-002.weights.h5", "epoch-003.weights.h5"]
+
+
 def test_model3_trains_from_the_command_line_with_two_learning_rates(trainer_data, tmp_path):  # noqa: F811
     """model3 fine-tunes block4_conv3..block5 at --backbone_learning_rate, the head at
     --learning_rate: with the backbone rate at 0 the VGG16 weights stay, the head's move."""
@@ -342,11 +351,3 @@ def test_cosine_schedule_with_warm_up_drives_both_optimizers(trainer_data, tmp_p
     assert [v for _, v in scalars(logs, "epoch_backbone_learning_rate")] == pytest.approx(
         [1e-5 * curve[3], 1e-5 * curve[6]], abs=1e-12)
     assert artifacts.load_model(str(model_dir)).output_shape == (None, 16)
-
-
-def test_only_the_newest_epoch_checkpoints_are_kept(trainer_data, tmp_path):  # noqa: F811
-    model_dir = tmp_path / "keep"
-    train_here(*base_args(trainer_data(32), model_dir, "--steps_per_epoch=2",
-                           "--keep_epoch_checkpoints=2", epochs=3)).check(0)
-    kept = sorted(p.name for p in (model_dir / "checkpoints").glob("epoch-*.weights.h5"))
-    assert kept == ["epoch-002.weights.h5", "epoch-003.weights.h5"]
