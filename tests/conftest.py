@@ -18,12 +18,12 @@ tf.config.set_logical_device_configuration(
 
 # Test files that share an expensive session fixture run on the same xdist worker.
 SHARED_FIXTURE_GROUPS = {"test_diagnose": "model3_runs", "test_report": "model3_runs"}
-# The longest files first (on 2 cores, 2026-12-03: ~115 s, 115 s, 110 s, 50 s, ...), so that
+# The longest files first (on 2 cores, 2026-12-03 18:30: ~90 s, 85 s, 87 s, 55 s, ...), so that
 # the workers end together: xdist hands out the groups in collection order.
-LONGEST_FIRST = ("test_buckets", "test_trainer_cli", "test_diagnose", "test_report",
+LONGEST_FIRST = ("test_trainer_cli", "test_diagnose", "test_report", "test_buckets",
                  "test_trainer_resume", "test_predict_export", "test_distributed",
-                 "test_training_loop", "test_feature_cache", "test_bench", "test_page_pool",
-                 "test_gpu_check")
+                 "test_feature_cache", "test_training_loop", "test_models", "test_bench",
+                 "test_page_pool", "test_callbacks", "test_gpu_check")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
