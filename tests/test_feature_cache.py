@@ -326,3 +326,32 @@ def test_a_damaged_cache_shard_beside_the_data_is_named_in_the_error(small_data,
     message = training._data_loss_message(config, error)
     assert message.startswith(f"damaged TFRecord shard {damaged} (corrupted record at 100)"), \
         message
+
+
+def test_a_killed_builds_temporaries_are_removed_by_the_next_build(small_data, weights_file,
+                                                                   tmp_path):
+    """Shard and sidecar temporaries an hour old are a killed run's: the next build removes
+    them; a fresh one (a live writer's) and the cache itself stay."""
+    from trainer import feature_cache
+
+    data_dir = small_data(32)
+    backbone = _backbone(data_dir, weights_file)
+    files, counts = _source(data_dir)
+    cache_dir = tmp_path / "train-k"
+    targets = feature_cache.build(backbone, files, str(cache_dir), 32, _format(data_dir), 8, counts)
+    shard = os.path.basename(targets[0])
+    old = [cache_dir / f"{shard}.tmp-123-dead", cache_dir / f"{shard}.json.incomplete-123-dead"]
+    live = cache_dir / f"{shard}.tmp-456-live"
+    for path in old + [live]:
+        path.write_bytes(b"partial")
+    two_hours_ago = os.path.getmtime(live) - 2 * feature_cache.STALE_TEMPORARY_SECONDS
+    for path in old:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    before = _cache_files(cache_dir)
+
+    again = feature_cache.build(backbone, files, str(cache_dir), 32, _format(data_dir), 8, counts)
+    assert again == targets
+    assert not any(path.exists() for path in old)
+    assert live.exists()
+    after = _cache_files(cache_dir)
+    assert {k: v for k, v in before.items() if k.name not in {p.name for p in old}} == after

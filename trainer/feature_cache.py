@@ -21,7 +21,8 @@ shard counts as present only when its sidecar matches it, so a killed run, a tru
 half-copied file, or a missing sidecar makes the next run compute that shard again (logged with
 its name). Two runs building the same cache at the same moment each write their own
 temporaries; the renames replace a complete shard with an identical complete one, so a reader
-never sees part of a shard.
+never sees part of a shard. The temporaries a killed run leaves are removed by a later build
+once they are an hour old (a live writer's are seconds old).
 """
 import hashlib
 import json
@@ -161,6 +162,35 @@ def _shard_features(backbone, source, image_size, image_format, batch_size):
     return features, labels
 
 
+# A killed build leaves its temporaries behind on a local disk (an object in a bucket appears only
+# once complete). A live writer writes its temporary in one go, seconds after creating it, so
+# one untouched for this long is a dead run's.
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def remove_stale_temporaries(cache_dir, now=None):
+    """Removes the temporaries (shard `.tmp-*`, sidecar `.incomplete-*`) of killed builds in
+    `cache_dir`; returns how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        leftovers = (tf.io.gfile.glob(f"{cache_dir}/*.tmp-*")
+                     + tf.io.gfile.glob(f"{cache_dir}/*.incomplete-*"))
+        for path in leftovers:
+            try:
+                if now - tf.io.gfile.stat(path).mtime_nsec / 1e9 > STALE_TEMPORARY_SECONDS:
+                    tf.io.gfile.remove(path)
+                    removed += 1
+            except tf.errors.NotFoundError:  # renamed by its writer, removed by another run
+                continue
+    except tf.errors.OpError as e:  # a read-only cache: reading it is all this run needs
+        logging.debug("feature cache: leftovers in %s not removed: %s", cache_dir, e)
+    if removed:
+        logging.info("feature cache: removed %d temporary files of killed builds in %s",
+                     removed, cache_dir)
+    return removed
+
+
 def _write_shard(target, features, labels):
     unique = _unique()
     with filesystems.atomic_write(target, f"{target}.tmp-{unique}") as tmp, \
@@ -181,6 +211,7 @@ def build(backbone, files, cache_dir, image_size, image_format, batch_size,
     start = time.monotonic()
     counts = records_per_file or {}
     targets = shard_paths(cache_dir, files)
+    remove_stale_temporaries(cache_dir)
     built = 0
     for source, target in zip(files, targets):
         reason = problem(target, counts.get(source))
