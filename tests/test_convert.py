@@ -234,6 +234,33 @@ def test_bad_pages_are_skipped_and_listed(sample_dir, tmp_path, caplog):
     assert not list((tmp_path / "strict").glob("*manifest*"))
 
 
+def test_malformed_label_lines_are_skipped_and_listed(sample_dir, tmp_path, caplog):
+    """A hand-edited list (BOM, a comment, CRLF, a tab, a typo, a label out of range, an
+    absolute path): every good line is converted, each bad one named by its line number in
+    the log and the manifest."""
+    lines = (sample_dir / "labels.txt").read_text().splitlines()
+    edited = ["# pages I checked by hand", *lines[:40], lines[40].replace(" ", "\t"),
+              "memo/memo_0000.tif x", "letter/letter_0000.tif 16", "/etc/passwd 3",
+              "forgotten_label.tif", *lines[41:]]
+    label_file = tmp_path / "edited.txt"
+    label_file.write_bytes(("\ufeff" + "\r\n".join(edited) + "\r\n").encode())
+    with caplog.at_level(logging.WARNING):
+        _convert(sample_dir, tmp_path / "out", labels=str(label_file))
+    result = json.loads((tmp_path / "out" / "edited-manifest.json").read_text())
+    assert result["num_records"] == 96 and result["skipped"] == []
+    expected = {1: "label 'hand' is not an integer", 43: "label 'x' is not an integer",
+                44: "label 16 is outside 0..15", 45: "absolute path '/etc/passwd'",
+                46: "expected `path label`"}
+    listed = {entry["line"]: entry["problem"] for entry in result["skipped_label_lines"]}
+    assert sorted(listed) == sorted(expected)
+    for line, problem in expected.items():
+        assert problem in listed[line]
+        assert f"{label_file}:{line}: {listed[line]}; line skipped" in caplog.text
+    clean = json.loads(_convert(sample_dir, tmp_path / "clean") and
+                       (tmp_path / "clean" / "labels-manifest.json").read_text())
+    assert clean["skipped_label_lines"] == []
+
+
 def test_val_fraction_and_folders(sample_dir, tmp_path):
     _convert(sample_dir, tmp_path / "split", val_fraction=0.2, seed=1)
     train = json.loads((tmp_path / "split" / "train-manifest.json").read_text())

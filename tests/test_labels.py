@@ -29,7 +29,7 @@ def _write(tmp_path, text, name="labels.txt"):
     "\ufeffid,label,path\n1,0,a/x.tif\n2,15,b/y z.tif\n3,3,c.tif\n",  # BOM, extra column
 ])
 def test_both_formats(tmp_path, text):
-    assert labels.read_labels(_write(tmp_path, text)) == EXPECTED
+    assert labels.read_labels(_write(tmp_path, text)) == (EXPECTED, [])
 
 
 @pytest.mark.parametrize("text, line, problem", [
@@ -41,25 +41,51 @@ def test_both_formats(tmp_path, text):
     ("path,label\na.tif,\n", 2, "not an integer"),
     ("path,label\n,4\n", 2, "empty path"),
 ])
-def test_malformed_lines_name_file_and_line(tmp_path, text, line, problem):
-    path = _write(tmp_path, text)
-    with pytest.raises(LabelFileError, match=f"^{path}:{line}: .*{problem}"):
-        labels.read_labels(path)
+def test_a_malformed_line_is_skipped_with_its_file_and_line_named(tmp_path, caplog, text, line,
+                                                                  problem):
+    path = _write(tmp_path, text + ("good.tif,7\n" if text.startswith("path,") else "good.tif 7\n"))
+    with caplog.at_level(logging.WARNING):
+        listed = labels.read_labels(path)
+    assert listed.pages[-1] == Page("good.tif", 7)  # the rest is read
+    assert [bad.line for bad in listed.bad_lines] == [line] and problem in listed.bad_lines[0].problem
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any(w.startswith(f"{path}:{line}: ") and problem in w and w.endswith("line skipped")
+               for w in warnings), warnings
+    assert f"{path}: 1 malformed lines skipped, {len(listed.pages)} pages listed" in warnings
+
+
+def test_a_file_of_malformed_lines_stops_with_the_first_named(tmp_path):
+    not_labels = _write(tmp_path, "".join(f"word{i} another{i}\n" for i in range(30)))
+    with pytest.raises(LabelFileError, match=r"no pages listed; all 30 lines are malformed "
+                                             r"\(first: line 1: label 'another0' is not an"):
+        labels.read_labels(not_labels)
+    # 3 of 30 lines bad is at the limit (0.1): read; 4 is above it: stopped
+    good = "".join(f"p{i}.tif 1\n" for i in range(27))
+    assert len(labels.read_labels(_write(tmp_path, good + "x\ny\nz\n")).pages) == 27
+    mostly = _write(tmp_path, good[:-len("p26.tif 1\n")] + "w\nx\ny\nz\n")
+    with pytest.raises(LabelFileError, match=r"4 of 30 lines are malformed \(first: line 27: "
+                                             r"expected `path label`.*--max_bad_fraction=0.1"):
+        labels.read_labels(mostly)
+    assert len(labels.read_labels(mostly, max_bad_fraction=0.2).pages) == 26
+    # below MIN_LINES_FOR_BAD_FRACTION lines, any good line is used
+    assert labels.read_labels(_write(tmp_path, "a b c\nd\nok.tif 2\n")).pages == [Page("ok.tif", 2)]
 
 
 def test_label_range_follows_num_classes(tmp_path):
     path = _write(tmp_path, "a.tif 2\nb.tif 3\n")
-    assert labels.read_labels(path, num_classes=4)[1] == Page("b.tif", 3)
-    with pytest.raises(LabelFileError, match=":2: label 3 is outside 0..2"):
-        labels.read_labels(path, num_classes=3)
+    assert labels.read_labels(path, num_classes=4).pages[1] == Page("b.tif", 3)
+    assert labels.read_labels(path, num_classes=3).bad_lines == [
+        (2, "label 3 is outside 0..2")]
 
 
 @pytest.mark.parametrize("bad", ["../x.tif", "a/../../x.tif", "..", "/etc/x.tif", "gs://b/x.tif"])
 def test_outside_paths_refused_unless_allowed(tmp_path, bad):
     path = _write(tmp_path, f"ok.tif 1\n{bad} 2\n")
-    with pytest.raises(LabelFileError, match=f":2: .*{bad}.*--allow_outside_paths"):
-        labels.read_labels(path)
-    assert labels.read_labels(path, allow_outside=True)[1] == Page(bad, 2)
+    refused = labels.read_labels(path)
+    assert refused.pages == [Page("ok.tif", 1)]
+    assert refused.bad_lines[0].line == 2
+    assert bad in refused.bad_lines[0].problem and "--allow_outside_paths" in refused.bad_lines[0].problem
+    assert labels.read_labels(path, allow_outside=True).pages[1] == Page(bad, 2)
 
 
 def test_full_path():
@@ -72,7 +98,7 @@ def test_full_path():
 def test_repeated_paths_keep_first_line_and_warn(tmp_path, caplog):
     path = _write(tmp_path, "a.tif 1\nb.tif 2\n./a.tif 3\nb.tif 2\nc.tif 4\nc.tif 4\n")
     with caplog.at_level(logging.WARNING):
-        pages = labels.read_labels(path)
+        pages = labels.read_labels(path).pages
     assert pages == [Page("a.tif", 1), Page("b.tif", 2), Page("c.tif", 4)]
     conflicts, repeats = [r.getMessage() for r in caplog.records]
     assert "1 paths listed with conflicting labels, the first line's label kept" in conflicts
@@ -97,7 +123,8 @@ def test_official_val_list():
     lines = OFFICIAL_VAL.read_text().splitlines()
     for line in lines:
         counts[int(line.split(" ")[1])] += 1
-    pages = labels.read_labels(str(OFFICIAL_VAL))
+    pages, bad_lines = labels.read_labels(str(OFFICIAL_VAL))
+    assert bad_lines == []
     assert len(pages) == len(lines) == 40_000
     assert collections.Counter(page.label for page in pages) == counts
     assert sum(counts.values()) == 40_000 and sorted(counts) == list(range(NUM_CLASSES))
@@ -127,7 +154,7 @@ def test_discover_names_ids_and_nested_folders(tmp_path):
 def test_discover_sample(sample_dir):
     pages = labels.discover(str(sample_dir / "images"))
     assert collections.Counter(page.label for page in pages) == {i: 6 for i in range(NUM_CLASSES)}
-    official = labels.read_labels(str(sample_dir / "labels.txt"))
+    official = labels.read_labels(str(sample_dir / "labels.txt")).pages
     assert sorted(official) == pages
 
 

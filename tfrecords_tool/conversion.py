@@ -107,7 +107,8 @@ class ConvertConfig:
         False, "Convert nothing; write the manifests of the splits whose shards are all "
         "complete.")
     max_bad_fraction: float = cli.setting(
-        0.1, "Stop when more than this fraction of the pages cannot be read.", lower_bound=0,
+        0.1, "Stop when more than this fraction of the pages cannot be read, or of the label "
+        "file's lines are malformed (each bad line is skipped with a warning).", lower_bound=0,
         upper_bound=1)
     allow_outside_paths: bool = cli.setting(
         False, "Accept absolute label paths and paths with `..` that leave --images_dir.")
@@ -154,12 +155,14 @@ def resolve_task(task_index, num_tasks, environ):
 
 
 def read_pages(config):
-    """(pages, class names) from the label file, or from class folders without one."""
+    """(pages, class names, skipped label lines) from the label file, or from class folders
+    without one."""
+    names = config.class_names or list(RVL_CDIP_CLASSES)
     if config.labels:
-        names = config.class_names or list(RVL_CDIP_CLASSES)
-        return labels.read_labels(config.labels, len(names), config.allow_outside_paths), names
-    return (labels.discover(config.images_dir, config.class_names),
-            config.class_names or list(RVL_CDIP_CLASSES))
+        listed = labels.read_labels(config.labels, len(names), config.allow_outside_paths,
+                                    config.max_bad_fraction)
+        return listed.pages, names, listed.bad_lines
+    return labels.discover(config.images_dir, config.class_names), names, []
 
 
 def split_name(config):
@@ -323,13 +326,13 @@ def convert(config=None, **settings):
 
 def _convert(config, task, encode_pages):
     """convert() once its page pool runs (the pool is started before any file is read)."""
-    pages, class_names = read_pages(config)
+    pages, class_names, bad_lines = read_pages(config)
     splits = plan_splits(pages, config)
     shards = plan_shards(splits, config)
     tf.io.gfile.makedirs(config.output_dir)
     if not config.merge_only:
         _convert_task(shards, config, task, len(class_names), encode_pages)
-    return _write_manifests(splits, shards, class_names, config, task[0])
+    return _write_manifests(splits, shards, class_names, bad_lines, config, task[0])
 
 
 def _convert_task(shards, config, task, num_classes, encode_pages):
@@ -355,7 +358,7 @@ def _convert_task(shards, config, task, num_classes, encode_pages):
                  progress.rate(), progress.done - progress.skipped, progress.skipped)
 
 
-def _write_manifests(splits, shards, class_names, config, task_index):
+def _write_manifests(splits, shards, class_names, bad_lines, config, task_index):
     """Writes the manifest of every split whose shards are all complete; returns their paths."""
     written = []
     for name in splits:
@@ -375,7 +378,8 @@ def _write_manifests(splits, shards, class_names, config, task_index):
                     "image_size": encoding["image_size"],
                     "image_format": encoding["image_format"],
                     "jpeg_quality": encoding["jpeg_quality"], "labels": config.labels,
-                    "seed": config.seed, "val_fraction": config.val_fraction}
+                    "seed": config.seed, "val_fraction": config.val_fraction,
+                    "skipped_label_lines": [line._asdict() for line in bad_lines]}
         path = manifest.manifest_path(config.output_dir, name)
         manifest.write_json(path, manifest.merge(parts, settings), writer=f"-task{task_index}")
         logging.info("wrote %s", path)

@@ -5,12 +5,15 @@ Label files come in two formats, told apart by their first non-blank line:
   CSV: a header naming a `path` and a `label` column, then one row per page.
 Paths are relative to the images directory. A path listed twice keeps its first line; the
 repeats are reported in one warning rather than stopping the run, since hand-merged lists often
-repeat a page with the same label.
+repeat a page with the same label. A malformed line (wrong fields, a label that is no class id,
+a path outside the images directory) is skipped with a warning naming its file and line number,
+and the rest is converted; only a file with more malformed lines than `max_bad_fraction` of
+its lines (e.g. not a label file at all) stops the run.
 """
 import csv
 import posixpath
 import re
-from typing import NamedTuple
+from typing import List, NamedTuple
 
 from absl import logging
 import tensorflow as tf
@@ -28,6 +31,22 @@ class LabelFileError(errors.ToolError, ValueError):
 class Page(NamedTuple):
     path: str  # as listed: relative to the images directory unless outside paths are allowed
     label: int
+
+
+class BadLine(NamedTuple):
+    line: int      # 1-based line number in the label file
+    problem: str
+
+
+class LabelList(NamedTuple):
+    pages: List[Page]        # file order, repeated paths dropped
+    bad_lines: List[BadLine]  # malformed lines, skipped
+
+
+# A fraction of bad lines says little about a short file (3 lines, 1 typo): below this many
+# lines every good line is used.
+MIN_LINES_FOR_BAD_FRACTION = 20
+BAD_LINES_SHOWN = 10  # one warning each; all are in the manifest
 
 
 def _is_absolute(path):
@@ -58,12 +77,9 @@ def _check_page(path, label_text, num_classes, allow_outside):
     return Page(path, label)
 
 
-def _line_error(label_file, number, problem):
-    return LabelFileError(f"{label_file}:{number}: {problem}")
-
-
-def _fields(lines, label_file):
-    """(line number, path, label text) of each non-blank line, in either format."""
+def _fields(lines):
+    """(line number, path, label text) of each non-blank line, in either format; (line number,
+    None, problem) for a line without the format's fields."""
     numbered = [(number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()]
     if not numbered:
         return
@@ -72,32 +88,42 @@ def _fields(lines, label_file):
         for number, line in numbered[1:]:
             row = next(csv.reader([line]))
             if len(row) != len(header):
-                raise _line_error(label_file, number,
-                                  f"expected {len(header)} CSV fields, found {len(row)}")
+                yield number, None, f"expected {len(header)} CSV fields, found {len(row)}"
+                continue
             yield number, row[header.index("path")].strip(), row[header.index("label")].strip()
         return
     for number, line in numbered:
         fields = line.rsplit(None, 1)
         if len(fields) != 2:
-            raise _line_error(label_file, number,
-                              "expected `path label` (or CSV with a `path,label` header)")
+            yield number, None, "expected `path label` (or CSV with a `path,label` header)"
+            continue
         yield number, fields[0], fields[1]
 
 
-def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=False):
-    """Pages of an official or CSV label file, in file order, repeated paths dropped."""
+def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=False,
+                max_bad_fraction=0.1):
+    """LabelList of an official or CSV label file. Malformed lines are skipped, each logged as
+    `FILE:LINE: problem`; raises LabelFileError when no line is good, or when more than
+    `max_bad_fraction` of the lines (of a file of MIN_LINES_FOR_BAD_FRACTION or more) are bad."""
     with tf.io.gfile.GFile(label_file, "rb") as f:
         data = f.read()
     try:
         lines = data.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise LabelFileError(f"{label_file}: not UTF-8 text ({e})") from None
-    pages, first, repeats, conflicts = [], {}, [], []
-    for number, path, label_text in _fields(lines, label_file):
+    pages, bad, first, repeats, conflicts = [], [], {}, [], []
+    for number, path, label_text in _fields(lines):
         try:
+            if path is None:
+                raise ValueError(label_text)
             page = _check_page(path, label_text, num_classes, allow_outside)
         except ValueError as e:
-            raise _line_error(label_file, number, e) from None
+            bad.append(BadLine(number, str(e)))
+            if len(bad) <= BAD_LINES_SHOWN:
+                logging.warning("%s:%d: %s; line skipped%s", label_file, number, e,
+                                " (further bad lines: in the manifest only)"
+                                if len(bad) == BAD_LINES_SHOWN else "")
+            continue
         key = posixpath.normpath(path)
         if key not in first:
             first[key] = number, page
@@ -109,12 +135,22 @@ def read_labels(label_file, num_classes=len(RVL_CDIP_CLASSES), allow_outside=Fal
         else:
             conflicts.append(f"{path} (line {kept_line}: label {kept.label}, line {number}: "
                              f"label {page.label}; kept {kept.label})")
+    listed = len(bad) + len(pages) + len(repeats) + len(conflicts)
+    first_bad = f" (first: line {bad[0].line}: {bad[0].problem})" if bad else ""
     if not pages:
-        raise LabelFileError(f"{label_file}: no pages listed")
+        raise LabelFileError(f"{label_file}: no pages listed" + (
+            f"; all {len(bad)} lines are malformed{first_bad}" if bad else ""))
+    if listed >= MIN_LINES_FOR_BAD_FRACTION and len(bad) > max_bad_fraction * listed:
+        raise LabelFileError(f"{label_file}: {len(bad)} of {listed} lines are malformed"
+                             f"{first_bad}, more than --max_bad_fraction={max_bad_fraction}: "
+                             "is it a label file?")
+    if bad:
+        logging.warning("%s: %d malformed lines skipped, %d pages listed", label_file, len(bad),
+                        len(pages))
     _warn_list(f"{label_file}: {len(conflicts)} paths listed with conflicting labels, the first "
                "line's label kept (check which is right)", conflicts)
     _warn_list(f"{label_file}: {len(repeats)} repeated paths ignored, first line kept", repeats)
-    return pages
+    return LabelList(pages, bad)
 
 
 def _warn_list(message, items, shown=10):

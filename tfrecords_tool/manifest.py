@@ -82,6 +82,7 @@ def merge(parts, settings):
         **{key: [entry for part in parts for entry in part[key]]
            for key in ("skipped", "kept_with_decoder_errors", "decoder_warnings")},
         "labels": settings["labels"],
+        "skipped_label_lines": settings["skipped_label_lines"],
         "seed": settings["seed"],
         "val_fraction": settings["val_fraction"],
         "converter_version": tfrecords_tool.__version__,
