@@ -8,12 +8,15 @@ lines (`tfrecords_tool.cli.run`) print the message as one line and exit with `ex
          predict, a split that fails verify); everything else was processed
     2    nothing (more) done: wrong flags or arguments, missing or unusable data, models or files
     3    training stopped at a non-finite loss; the last good state is kept
+    4    multi-worker training lost a worker (killed, preempted, unreachable); the last backup
+         is kept: start every worker again with the same command
     143  preempted (SIGTERM): the state is saved, run the same command again
 """
 OK = 0
 SOME_INPUTS_FAILED = 1
 NOTHING_DONE = 2
 NON_FINITE_LOSS = 3
+PEER_LOST = 4
 PREEMPTED = 143
 
 

@@ -10,6 +10,7 @@
 """
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -32,6 +33,23 @@ class Preempted(errors.ToolError):
 class NonFiniteLoss(errors.ToolError):
     """The training loss became NaN or infinite."""
     exit_code = errors.NON_FINITE_LOSS
+
+
+class PeerLost(errors.ToolError):
+    """Multi-worker training lost a worker: its collectives cannot complete."""
+    exit_code = errors.PEER_LOST
+
+
+def peer_lost_message(error, model_dir):
+    """One line for the collective error a worker gets when another worker stops."""
+    lines = [line.strip() for line in (error.message or str(error)).splitlines() if line.strip()]
+    cause = next((line for line in lines if "aborted by" in line or "Socket closed" in line
+                  or "unavailable" in line.lower()), lines[-1] if lines else type(error).__name__)
+    peer = re.search(r"/job:(\w+)/replica:\d+/task:(\d+)", error.message or "")
+    who = f"{peer.group(1)} {peer.group(2)}" if peer else "a worker"
+    return (f"{who} of the cluster stopped or cannot be reached ({cause}): training cannot go "
+            f"on without it; the last backup in {model_dir}/backup is kept: start every worker "
+            "again with the same command to resume from it")
 
 
 class StateBackup(keras.callbacks.Callback):

@@ -142,7 +142,8 @@ def train(config=None, strategy=None, **settings):
     (make it once per process: TensorFlow fixes its devices at first use). Raises
     `errors.ToolError` subclasses, whose messages name settings as flags (`--batch_size=3`):
     UsageError, data.DataError, checkpointing.Preempted (the
-    state is saved), checkpointing.NonFiniteLoss.
+    state is saved), checkpointing.NonFiniteLoss, checkpointing.PeerLost (multi-worker: another
+    worker stopped).
     """
     config = config or TrainConfig(**settings)
     if not config.data_dir or not config.model_dir:
@@ -163,6 +164,11 @@ def train(config=None, strategy=None, **settings):
             _fit(config, strategy)
         except tf.errors.DataLossError as e:
             raise data.DataError(_data_loss_message(config, e)) from e
+        except (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.CancelledError) as e:
+            if distribute.num_workers(strategy) < 2:
+                raise
+            raise checkpointing.PeerLost(checkpointing.peer_lost_message(e, config.model_dir)) from e
     return _result(config, True, distribute.is_chief(strategy))
 
 
